@@ -1,0 +1,1 @@
+//! The filesystem keystore: one file per key. (To be written.)

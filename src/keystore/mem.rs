@@ -1,0 +1,1 @@
+//! The in-memory keystore used by `--dev`. (To be written.)

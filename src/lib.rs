@@ -1,0 +1,5 @@
+//! kes: a Key Encryption Service compatible with MinIO's KES.
+//!
+//! The way of one request is described in `docs/ARCHITECTURE.md`.
+
+pub mod keystore;
