@@ -2,4 +2,5 @@
 //!
 //! The way of one request is described in `docs/ARCHITECTURE.md`.
 
+pub mod identity;
 pub mod keystore;
