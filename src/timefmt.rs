@@ -5,7 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now as (Unix seconds, nanoseconds).
 pub fn now() -> (i64, u32) {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     (d.as_secs() as i64, d.subsec_nanos())
 }
 
@@ -14,7 +16,12 @@ pub fn format_rfc3339(secs: i64, nanos: u32) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let mut out = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    let mut out = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     if nanos > 0 {
         let frac = format!("{nanos:09}");
         out.push('.');
@@ -43,8 +50,14 @@ mod tests {
     #[test]
     fn formats_like_go() {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_rfc3339(1_709_201_548, 123_456_789), "2024-02-29T10:12:28.123456789Z");
-        assert_eq!(format_rfc3339(1_709_201_548, 120_000_000), "2024-02-29T10:12:28.12Z");
+        assert_eq!(
+            format_rfc3339(1_709_201_548, 123_456_789),
+            "2024-02-29T10:12:28.123456789Z"
+        );
+        assert_eq!(
+            format_rfc3339(1_709_201_548, 120_000_000),
+            "2024-02-29T10:12:28.12Z"
+        );
         assert_eq!(format_rfc3339(-62_135_596_800, 0), "0001-01-01T00:00:00Z");
     }
 }

@@ -41,7 +41,12 @@ impl KeyStore for MemKeyStore {
         keys.remove(name).map(drop).ok_or(KeyStoreError::NotFound)
     }
 
-    fn list(&self, prefix: &str, start: Option<&str>, limit: usize) -> Result<ListPage, KeyStoreError> {
+    fn list(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, KeyStoreError> {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let names: Vec<String> = keys.keys().cloned().collect();
         Ok(page_of(&names, prefix, start, limit))
