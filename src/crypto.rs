@@ -789,8 +789,9 @@ mod legacy {
 
     /// `{"aead": …, "id": …, "iv": b64, "nonce": b64, "bytes": b64}`.
     fn parse_json(ciphertext: &[u8]) -> Option<Ciphertext> {
-        let [aead, iv, nonce, bytes] =
-            go_json_string_fields(ciphertext, ["aead", "iv", "nonce", "bytes"])?;
+        // The key ID is ignored, but Go refuses the wrapping if it is not a string.
+        let [aead, _key_id, iv, nonce, bytes] =
+            go_json_string_fields(ciphertext, ["aead", "id", "iv", "nonce", "bytes"])?;
         let algorithm = match aead.as_ref().map(JsonText::as_str) {
             Some("AES-256-GCM-HMAC-SHA-256") => Cipher::Aes256,
             Some("ChaCha20Poly1305") => Cipher::ChaCha20,

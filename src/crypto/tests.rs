@@ -405,6 +405,15 @@ fn legacy_json_ciphertext_fields_match_like_go() {
         *key.decrypt(duplicated.as_bytes(), b"").unwrap(),
         b64(&case["plaintext_b64"])
     );
+    // The ignored key ID must still be a string (or null).
+    let null_id = text.replace("\"b7e2507f15b480f29e9f4428c6cbd66b\"", "null");
+    assert_eq!(
+        *key.decrypt(null_id.as_bytes(), b"").unwrap(),
+        b64(&case["plaintext_b64"])
+    );
+    let numeric_id = text.replace("\"b7e2507f15b480f29e9f4428c6cbd66b\"", "7");
+    assert_ne!(numeric_id, text);
+    assert_eq!(key.decrypt(numeric_id.as_bytes(), b""), Err(DecryptError));
 }
 
 #[test]
