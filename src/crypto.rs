@@ -213,20 +213,15 @@ pub struct KeyVersion {
 
 impl fmt::Debug for KeyVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hmac_key = if self.has_hmac() {
+            "<redacted>"
+        } else {
+            "none"
+        };
         f.debug_struct("KeyVersion")
             .field("cipher", &self.cipher)
             .field("key", &format_args!("<redacted>"))
-            .field(
-                "hmac_key",
-                &format_args!(
-                    "{}",
-                    if self.has_hmac() {
-                        "<redacted>"
-                    } else {
-                        "none"
-                    }
-                ),
-            )
+            .field("hmac_key", &format_args!("{hmac_key}"))
             .field("created_at", &format_args!("{}", self.created_at_rfc3339()))
             .field("created_by", &self.created_by)
             .field("undefined_algorithm", &self.undefined_algorithm)
@@ -368,8 +363,8 @@ impl KeyVersion {
     /// 2024, byte for byte.
     ///
     /// A key read from legacy JSON has no HMAC key, which the protobuf form cannot
-    /// express (Go refuses such a value), so it is written back in the JSON form it came
-    /// from, which every generation reads.
+    /// express (Go refuses such a value), so it is written in the JSON form of
+    /// 2022-2023 instead, which every generation reads the same way.
     ///
     /// The result contains the key: wipe it after use.
     pub fn encode(&self) -> String {
@@ -408,16 +403,19 @@ impl KeyVersion {
     /// The JSON form of 2022-2023 (formats.md §2), the one that carries every field a
     /// key without HMAC key can have.
     fn encode_legacy_json(&self) -> String {
+        use std::fmt::Write as _;
+
         let key = Zeroizing::new(STANDARD.encode(self.key.as_slice()));
-        let mut out = format!(r#"{{"version":"v1","bytes":"{}""#, key.as_str());
+        let created_by = serde_json::to_string(&self.created_by).expect("a string serializes");
+        // Sized up front: growing would leave copies of the key in freed memory.
+        let mut out = String::with_capacity(200 + created_by.len());
+        let _ = write!(out, r#"{{"version":"v1","bytes":"{}""#, key.as_str());
         if !self.undefined_algorithm {
-            out.push_str(&format!(r#","algorithm":"{}""#, self.cipher.legacy_name()));
+            let _ = write!(out, r#","algorithm":"{}""#, self.cipher.legacy_name());
         }
-        out.push_str(&format!(r#","created_at":"{}""#, self.created_at_rfc3339()));
+        let _ = write!(out, r#","created_at":"{}""#, self.created_at_rfc3339());
         if !self.created_by.is_empty() {
-            let created_by =
-                serde_json::to_string(&self.created_by).expect("a string always serializes");
-            out.push_str(&format!(r#","created_by":{created_by}"#));
+            let _ = write!(out, r#","created_by":{created_by}"#);
         }
         out.push('}');
         out
