@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod identity;
 pub mod keystore;
