@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod identity;
+pub mod keys;
 pub mod keystore;
 pub mod logging;
 pub mod memory;
