@@ -2,5 +2,6 @@
 //!
 //! The way of one request is described in `docs/ARCHITECTURE.md`.
 
+pub mod cache;
 pub mod identity;
 pub mod keystore;
