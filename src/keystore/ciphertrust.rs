@@ -461,7 +461,9 @@ impl KeyStore for CipherTrust {
         };
         match self.shared.send(&probe, started + CALL_BUDGET) {
             Ok(_) => Ok(started.elapsed()),
-            Err(msg) => Err(KeyStoreError::Unreachable(self.shared.unreachable(&msg))),
+            Err(failure) => Err(KeyStoreError::Unreachable(
+                self.shared.unreachable(&failure.message),
+            )),
         }
     }
 }
@@ -488,7 +490,7 @@ impl Shared {
         };
         let answer = self
             .send(&call, deadline)
-            .map_err(|msg| KeyStoreError::Unreachable(self.unreachable(&msg)))?;
+            .map_err(|failure| self.transport_error(&failure))?;
         if answer.status != 401 {
             return Ok(answer);
         }
@@ -501,7 +503,18 @@ impl Shared {
             .map_err(|failure| failure.to_keystore_error())?;
         call.bearer = Some(&bearer);
         self.send(&call, deadline)
-            .map_err(|msg| KeyStoreError::Unreachable(self.unreachable(&msg)))
+            .map_err(|failure| self.transport_error(&failure))
+    }
+
+    /// A failed exchange as a keystore error: `Unreachable`, unless the server's
+    /// certificate is not trusted, which no waiting will fix.
+    fn transport_error(&self, failure: &TransportFailure) -> KeyStoreError {
+        let message = self.unreachable(&failure.message);
+        if failure.untrusted {
+            KeyStoreError::Other(message)
+        } else {
+            KeyStoreError::Unreachable(message)
+        }
     }
 
     /// The token to use now, or why there is none.
@@ -583,9 +596,14 @@ impl Shared {
             answer_limit: TOKEN_ANSWER_LIMIT,
             any_answer_will_do: false,
         };
-        let answer = self
-            .send(&call, deadline)
-            .map_err(|msg| AuthFailure::Unavailable(self.unreachable(&msg)))?;
+        let answer = self.send(&call, deadline).map_err(|failure| {
+            let message = self.unreachable(&failure.message);
+            if failure.untrusted {
+                AuthFailure::Refused(message)
+            } else {
+                AuthFailure::Unavailable(message)
+            }
+        })?;
         let refused = |why: String| {
             AuthFailure::Refused(format!("CipherTrust Manager at {}: {why}", self.endpoint))
         };
@@ -639,14 +657,17 @@ impl Shared {
     }
 
     /// Sends `call`, repeating it after temporary failures (ciphertrust.md §2) while the
-    /// deadline allows. `Err` is a transport failure, already described for humans.
-    fn send(&self, call: &Call<'_>, deadline: Instant) -> Result<Answer, String> {
+    /// deadline allows.
+    fn send(&self, call: &Call<'_>, deadline: Instant) -> Result<Answer, TransportFailure> {
         let mut may_have_been_applied = false;
         let mut attempt = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(format!("no answer within {} s", CALL_BUDGET.as_secs()));
+                return Err(TransportFailure::new(
+                    format!("no answer within {} s", CALL_BUDGET.as_secs()),
+                    true,
+                ));
             }
             let last_chance = attempt == MAX_RETRIES;
             let failure = match self.attempt(call, remaining) {
@@ -655,15 +676,9 @@ impl Shared {
                     return Ok(answer);
                 }
                 Ok(answer) => Ok(answer),
-                Err(failure) if failure.temporary && !last_chance => Err(failure.message),
-                Err(failure) => {
-                    let prefix = if attempt > 0 {
-                        "temporary network error: "
-                    } else {
-                        ""
-                    };
-                    return Err(format!("{prefix}{}", failure.message));
-                }
+                Err(failure) if failure.temporary && !last_chance => Err(failure),
+                Err(failure) if attempt == 0 => return Err(failure),
+                Err(failure) => return Err(failure.after_retries()),
             };
             // A 5xx, a timeout or a dropped connection: CipherTrust may have acted on the
             // request anyway.
@@ -675,7 +690,7 @@ impl Shared {
                         answer.may_have_been_applied = true;
                         Ok(answer)
                     }
-                    Err(msg) => Err(format!("temporary network error: {msg}")),
+                    Err(failure) => Err(failure.after_retries()),
                 };
             }
             thread::sleep(pause);
@@ -883,51 +898,58 @@ struct TransportFailure {
     message: String,
     /// Worth repeating: a timeout or a connection dropped mid-way (ciphertrust.md §2).
     temporary: bool,
+    /// The server's certificate is not trusted: a configuration problem, not an outage.
+    untrusted: bool,
 }
 
 impl TransportFailure {
+    fn new(message: String, temporary: bool) -> Self {
+        Self {
+            message,
+            temporary,
+            untrusted: false,
+        }
+    }
+
+    fn after_retries(mut self) -> Self {
+        self.message = format!("temporary network error: {}", self.message);
+        self
+    }
+
     fn from_ureq(err: ureq::Error) -> Self {
         match err {
             ureq::Error::Io(io) => Self::from_io(&io),
-            ureq::Error::Timeout(which) => Self {
-                message: format!("timed out ({which})"),
-                temporary: true,
-            },
-            ureq::Error::HostNotFound => Self {
-                message: "host name not found".into(),
-                temporary: false,
-            },
-            ureq::Error::ConnectionFailed => Self {
-                message: "connection failed".into(),
-                temporary: false,
-            },
+            ureq::Error::Timeout(which) => Self::new(format!("timed out ({which})"), true),
+            ureq::Error::HostNotFound => Self::new("host name not found".into(), false),
+            ureq::Error::ConnectionFailed => Self::new("connection failed".into(), false),
             ureq::Error::Rustls(tls) => Self {
-                message: format!(
-                    "TLS failed: {tls}; check tls.ca (the CA that issued CipherTrust Manager's certificate)"
-                ),
-                temporary: false,
+                untrusted: matches!(tls, rustls::Error::InvalidCertificate(_)),
+                ..Self::new(
+                    format!(
+                        "TLS failed: {tls}; check tls.ca (the CA that issued CipherTrust Manager's certificate)"
+                    ),
+                    false,
+                )
             },
-            ureq::Error::Tls(tls) => Self {
-                message: format!("TLS failed: {tls}"),
-                temporary: false,
-            },
-            other => Self {
-                message: other.to_string(),
-                temporary: false,
-            },
+            ureq::Error::Tls(tls) => Self::new(format!("TLS failed: {tls}"), false),
+            other => Self::new(other.to_string(), false),
         }
     }
 
     fn from_io(err: &std::io::Error) -> Self {
         use std::io::ErrorKind::*;
+        // rustls reports handshake failures as I/O errors wrapping its own error.
+        if let Some(tls) = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Self::from_ureq(ureq::Error::Rustls(tls.clone()));
+        }
         let temporary = matches!(
             err.kind(),
             UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut
         );
-        Self {
-            message: err.to_string(),
-            temporary,
-        }
+        Self::new(err.to_string(), temporary)
     }
 }
 
