@@ -154,10 +154,9 @@ struct Shared {
     domain: String,
     retry: Duration,
     token: Mutex<TokenState>,
-    /// Signals the renewal thread: a token arrived, a caller wants one, or the store closed.
+    /// Signals changes of `token`: a token request ended, a caller wants a token, the store
+    /// closed. The renewal thread and callers waiting for a token request wait on it.
     token_event: Condvar,
-    /// Held while a token request is in flight, so concurrent 401s cause one request.
-    token_request: Mutex<()>,
 }
 
 /// The `Authorization` header value, `Bearer <jwt>`. Shared, not copied, between callers;
@@ -176,7 +175,11 @@ struct TokenState {
     /// The next pause while no token was ever obtained.
     backoff: Duration,
     last_attempt: Option<Instant>,
-    /// A caller found no token and is waiting for one.
+    /// A token request is in flight.
+    requesting: bool,
+    /// Token requests completed, to tell a waiter that the one it waited for is over.
+    attempts: u64,
+    /// A caller found no token since the last attempt and wants one.
     wanted: bool,
     closed: bool,
 }
@@ -240,11 +243,12 @@ impl CipherTrust {
                 next_attempt: now,
                 backoff: FIRST_TOKEN_BACKOFF,
                 last_attempt: None,
+                requesting: false,
+                attempts: 0,
                 wanted: false,
                 closed: false,
             }),
             token_event: Condvar::new(),
-            token_request: Mutex::new(()),
         });
 
         match shared.renew(None, Instant::now() + CALL_BUDGET) {
@@ -540,26 +544,58 @@ impl Shared {
     /// Requests a new API token and records the outcome. With `seen`, the generation of a
     /// token found wanting: if it has been replaced meanwhile, the replacement is returned
     /// without another request.
+    ///
+    /// One token request at a time: a caller arriving while one is in flight waits for
+    /// it (until its own deadline) and shares its outcome, so a burst of 401s makes one
+    /// request.
     fn renew(&self, seen: Option<u64>, deadline: Instant) -> Result<(Bearer, u64), AuthFailure> {
-        let _one_at_a_time = lock(&self.token_request);
-        {
-            let mut state = lock(&self.token);
+        let mut state = lock(&self.token);
+        let mut waited_for = None;
+        loop {
             if let (Some(seen), Some(bearer)) = (seen, &state.bearer) {
                 if state.generation != seen {
                     return Ok((Arc::clone(bearer), state.generation));
                 }
             }
-            state.last_attempt = Some(Instant::now());
+            if waited_for.is_some_and(|attempts| attempts != state.attempts) {
+                // The request we waited for failed; its failure is ours.
+                if let Some(problem) = &state.problem {
+                    return Err(problem.clone());
+                }
+            }
+            if !state.requesting {
+                break;
+            }
+            waited_for = Some(state.attempts);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AuthFailure::Unavailable(self.unreachable(&format!(
+                    "no API token within {} s",
+                    CALL_BUDGET.as_secs()
+                ))));
+            }
+            state = self
+                .token_event
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        state.requesting = true;
+        state.wanted = false;
+        state.last_attempt = Some(Instant::now());
+        drop(state);
+
         let outcome = self.request_token(deadline);
+
         let now = Instant::now();
         let mut state = lock(&self.token);
+        state.requesting = false;
+        state.attempts += 1;
         let result = match outcome {
             Ok((bearer, lifetime)) => {
                 state.bearer = Some(Arc::clone(&bearer));
                 state.generation += 1;
                 state.problem = None;
-                state.wanted = false;
                 state.backoff = FIRST_TOKEN_BACKOFF;
                 state.next_attempt = now + lifetime / 2;
                 Ok((bearer, state.generation))
@@ -576,6 +612,7 @@ impl Shared {
                 Err(failure)
             }
         };
+        drop(state);
         self.token_event.notify_all();
         result
     }
