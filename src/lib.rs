@@ -2,6 +2,17 @@
 //!
 //! The way of one request is described in `docs/ARCHITECTURE.md`.
 
+pub mod api;
 pub mod cache;
+pub mod config;
+pub mod crypto;
+pub mod http;
 pub mod identity;
 pub mod keystore;
+pub mod logging;
+pub mod memory;
+pub mod policy;
+pub mod server;
+pub mod state;
+pub mod timefmt;
+pub mod tls;
