@@ -537,13 +537,13 @@ mod tests {
 
     #[test]
     fn any_drops_old_entries_even_when_used() {
-        let cache = cache(150, 0, 0);
+        let cache = cache(300, 0, 0);
         assert!(loaded(&cache, "a"));
         for _ in 0..5 {
             thread::sleep(20 * MS);
             assert!(!loaded(&cache, "a"));
         }
-        thread::sleep(100 * MS);
+        thread::sleep(250 * MS);
         assert!(
             loaded(&cache, "a"),
             "older than `any`: must be loaded again"
@@ -552,14 +552,14 @@ mod tests {
 
     #[test]
     fn unused_drops_idle_entries_but_keeps_used_ones() {
-        let cache = cache(0, 100, 0);
+        let cache = cache(0, 200, 0);
         assert!(loaded(&cache, "busy"));
         assert!(loaded(&cache, "idle"));
         for _ in 0..6 {
-            thread::sleep(40 * MS);
-            assert!(!loaded(&cache, "busy"), "used every 40 ms: stays");
+            thread::sleep(50 * MS);
+            assert!(!loaded(&cache, "busy"), "used every 50 ms: stays");
         }
-        assert!(loaded(&cache, "idle"), "idle for 240 ms: dropped");
+        assert!(loaded(&cache, "idle"), "idle for 300 ms: dropped");
     }
 
     #[test]
@@ -601,16 +601,16 @@ mod tests {
 
     #[test]
     fn offline_window_keeps_entries_beyond_any_and_unused() {
-        let cache = cache(100, 60, 400);
+        let cache = cache(100, 100, 800);
         assert!(loaded(&cache, "a"));
         cache.set_offline(true);
         assert!(cache.is_offline());
-        thread::sleep(200 * MS);
+        thread::sleep(300 * MS);
         assert!(
             !loaded(&cache, "a"),
             "offline: served past `any` and `unused`"
         );
-        thread::sleep(250 * MS);
+        thread::sleep(600 * MS);
         assert!(loaded(&cache, "a"), "offline window over: dropped");
     }
 

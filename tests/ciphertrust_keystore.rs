@@ -181,10 +181,10 @@ fn offline_cache_serves_cached_keys_and_the_store_recovers() {
     store.create("cached", b"v1").unwrap();
     store.create("uncached", b"v2").unwrap();
 
-    let offline_window = Duration::from_millis(1500);
+    let offline_window = Duration::from_secs(2);
     let cache: Cache = KeyCache::new(CacheConfig {
-        any: 300 * MS,
-        unused: 300 * MS,
+        any: 600 * MS,
+        unused: 600 * MS,
         offline: offline_window,
     });
     assert_eq!(&load(&cache, &*store, "cached").unwrap()[..], b"v1");
@@ -196,7 +196,7 @@ fn offline_cache_serves_cached_keys_and_the_store_recovers() {
     let offline_seen = Instant::now();
 
     // Past `any` and `unused`: still served, from memory.
-    thread::sleep(400 * MS);
+    thread::sleep(700 * MS);
     assert_eq!(&load(&cache, &*store, "cached").unwrap()[..], b"v1");
 
     let started = Instant::now();
