@@ -272,6 +272,39 @@ impl CipherTrust {
         Ok(CipherTrust { shared })
     }
 
+    /// Reads secret `name` (ciphertrust.md §5) within `deadline`.
+    fn export(&self, name: &str, deadline: Instant) -> Result<StoredValue, KeyStoreError> {
+        let url = self.secret_url(name, "/export?type=name");
+        let answer =
+            self.shared
+                .authorized(Method::Post, &url, None, EXPORT_ANSWER_LIMIT, deadline)?;
+        match answer.status {
+            200 => {
+                let unusable = |why: String| {
+                    KeyStoreError::Other(format!(
+                        "CipherTrust Manager sent an unusable answer for key '{name}': {why}"
+                    ))
+                };
+                let mut export: ExportedSecret<'_> = serde_json::from_slice(&answer.body)
+                    .map_err(|err| unusable(err.to_string()))?;
+                let material = export
+                    .material
+                    .take()
+                    .ok_or_else(|| unusable("no material".into()))?;
+                let value = Zeroizing::new(material.as_bytes().to_vec());
+                if let Cow::Owned(mut owned) = material {
+                    owned.zeroize();
+                }
+                Ok(value)
+            }
+            404 => Err(KeyStoreError::NotFound),
+            _ => Err(KeyStoreError::Other(format!(
+                "CipherTrust Manager could not export key '{name}': {}",
+                self.shared.explain(&answer)
+            ))),
+        }
+    }
+
     fn secret_url(&self, name: &str, suffix: &str) -> String {
         format!(
             "{}/api/v1/vault/secrets/{}{suffix}",
@@ -320,7 +353,7 @@ impl KeyStore for CipherTrust {
             409 if answer.may_have_been_applied => {
                 // An earlier attempt timed out or failed with 5xx, and may have created the
                 // secret before it did. If the stored value is ours, the create succeeded.
-                match self.get(name) {
+                match self.export(name, deadline) {
                     Ok(stored) if stored.as_slice() == value => Ok(()),
                     _ => Err(KeyStoreError::Exists),
                 }
@@ -334,36 +367,7 @@ impl KeyStore for CipherTrust {
     }
 
     fn get(&self, name: &str) -> Result<StoredValue, KeyStoreError> {
-        let deadline = Instant::now() + CALL_BUDGET;
-        let url = self.secret_url(name, "/export?type=name");
-        let answer =
-            self.shared
-                .authorized(Method::Post, &url, None, EXPORT_ANSWER_LIMIT, deadline)?;
-        match answer.status {
-            200 => {
-                let unusable = |why: String| {
-                    KeyStoreError::Other(format!(
-                        "CipherTrust Manager sent an unusable answer for key '{name}': {why}"
-                    ))
-                };
-                let mut export: ExportedSecret<'_> = serde_json::from_slice(&answer.body)
-                    .map_err(|err| unusable(err.to_string()))?;
-                let material = export
-                    .material
-                    .take()
-                    .ok_or_else(|| unusable("no material".into()))?;
-                let value = Zeroizing::new(material.as_bytes().to_vec());
-                if let Cow::Owned(mut owned) = material {
-                    owned.zeroize();
-                }
-                Ok(value)
-            }
-            404 => Err(KeyStoreError::NotFound),
-            _ => Err(KeyStoreError::Other(format!(
-                "CipherTrust Manager could not export key '{name}': {}",
-                self.shared.explain(&answer)
-            ))),
-        }
+        self.export(name, Instant::now() + CALL_BUDGET)
     }
 
     fn delete(&self, name: &str) -> Result<(), KeyStoreError> {
