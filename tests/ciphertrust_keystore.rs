@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ctm_sim::{CtmSim, ListQuirk, REFRESH_TOKEN, Route};
 use kes::cache::{CacheConfig, KeyCache};
-use kes::keystore::ciphertrust::{CipherTrust, CipherTrustConfig};
+use kes::keystore::ciphertrust::{CALL_BUDGET, CipherTrust, CipherTrustConfig};
 use kes::keystore::{KeyStore, KeyStoreError};
 use zeroize::Zeroizing;
 
@@ -506,4 +506,30 @@ fn debug_output_has_no_secrets() {
         !shown.contains(REFRESH_TOKEN) && !shown.contains("eyJ"),
         "{shown}"
     );
+}
+
+#[test]
+fn a_ctm_that_stops_answering_fails_within_the_call_budget() {
+    let sim = CtmSim::start();
+    let store = connect(&sim);
+    sim.set_hang(true);
+    thread::scope(|scope| {
+        let status = scope.spawn(|| {
+            let started = Instant::now();
+            (store.status(), started.elapsed())
+        });
+        let started = Instant::now();
+        let result = store.get("k");
+        let elapsed = started.elapsed();
+        assert!(is_unreachable(&result), "{result:?}");
+        assert!(
+            elapsed >= CALL_BUDGET - 500 * MS && elapsed < CALL_BUDGET + 1500 * MS,
+            "{elapsed:?}"
+        );
+        let (status, elapsed) = status.join().unwrap();
+        assert!(is_unreachable(&status), "{status:?}");
+        assert!(elapsed < CALL_BUDGET + 1500 * MS, "{elapsed:?}");
+    });
+    sim.set_hang(false);
+    assert_eq!(store.get("k"), Err(KeyStoreError::NotFound));
 }

@@ -57,11 +57,13 @@ use super::{KeyStore, KeyStoreError, ListPage, StoredValue, page_of};
 /// Pause between failed token renewals when the configuration does not say (as the original).
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(5);
 
-/// Time limit of one keystore operation, all retries included; below the 15 s route timeout
-/// so that the server can still answer with a proper error.
-pub const CALL_BUDGET: Duration = Duration::from_secs(12);
+/// Time limit of one keystore operation, all retries included. Well below the server's
+/// 15 s route timeout, so that a request that waited for another's load of the same key
+/// (see `crate::cache`) still ends in time, with a proper error.
+pub const CALL_BUDGET: Duration = Duration::from_secs(10);
 
-/// TCP connect timeout, as the original's dialer.
+/// TCP connect timeout, as the original's dialer (never more than what is left of the
+/// call's budget).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Repetitions of a call after a temporary failure (ciphertrust.md §2).

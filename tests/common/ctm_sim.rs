@@ -89,6 +89,8 @@ struct Inner {
     fail_status: AtomicU32,
     /// Answer this many next requests with 503.
     fail_next: AtomicU32,
+    /// Read requests but answer none (as a CM behind a dead link would).
+    hang: AtomicBool,
     up: AtomicBool,
     counts: Mutex<HashMap<Route, u64>>,
     connections: Mutex<HashMap<u64, TcpStream>>,
@@ -172,6 +174,7 @@ impl CtmSim {
             latency_ms: AtomicU64::new(0),
             fail_status: AtomicU32::new(0),
             fail_next: AtomicU32::new(0),
+            hang: AtomicBool::new(false),
             up: AtomicBool::new(false),
             counts: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
@@ -245,6 +248,12 @@ impl CtmSim {
     /// Answer the next `n` requests with 503.
     pub fn fail_next(&self, n: u32) {
         self.inner.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Stop answering (connections stay open, requests are read, no reply is sent) or
+    /// answer again.
+    pub fn set_hang(&self, hang: bool) {
+        self.inner.hang.store(hang, Ordering::SeqCst);
     }
 
     pub fn set_list_quirk(&self, quirk: ListQuirk) {
@@ -423,6 +432,9 @@ fn serve_connection(inner: &Inner, tcp: TcpStream) {
         let body: Vec<u8> = buffer[head_len..head_len + content_length].to_vec();
         buffer.drain(..head_len + content_length);
 
+        while inner.hang.load(Ordering::SeqCst) && inner.up.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+        }
         if !inner.up.load(Ordering::SeqCst) {
             return;
         }
