@@ -575,6 +575,15 @@ fn handle(
         return Reply::error(503, 1, "NCERRServiceUnavailable: simulated failure");
     }
 
+    let json_body =
+        header(headers, "content-type").is_some_and(|v| v.starts_with("application/json"));
+    if matches!(route, Route::Token | Route::Create) && !json_body {
+        return Reply::error(
+            400,
+            3,
+            "NCERRBadRequest: Content-Type must be application/json",
+        );
+    }
     match route {
         Route::Token => issue_token(inner, body),
         Route::Probe => Reply {
