@@ -3,6 +3,7 @@
 //! The way of one request is described in `docs/ARCHITECTURE.md`.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod http;
