@@ -342,6 +342,12 @@ impl Client {
         }
     }
 
+    /// The same client, on a fresh connection next time.
+    pub fn reconnected(mut self) -> Client {
+        self.stream = None;
+        self
+    }
+
     /// Opens the TLS connection (handshake included) if none is open.
     pub fn connect(&mut self) -> std::io::Result<()> {
         if self.stream.is_none() {

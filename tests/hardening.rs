@@ -1,0 +1,243 @@
+//! The server under abuse, reload and shutdown, through the real binary.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Credential, Kes, Pki};
+
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer; then a valid limit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
+fn config(pki: &Pki, admin: &Credential, app: &Credential, allow: &str) -> std::path::PathBuf {
+    pki.config(
+        "config.yml",
+        &format!(
+            "admin:\n  identity: {}\npolicy:\n  app:\n    allow: [{allow}]\n    identities: [{}]\nkeystore:\n  fs:\n    path: {}\n",
+            admin.identity,
+            app.identity,
+            pki.path("keys").display()
+        ),
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(sorted.len() - 1)]
+}
+
+/// 1,000 silent connections and 200 that send a byte a second, while a good client makes
+/// 1,000 generate calls: every good call succeeds. The latency is printed (and bounded
+/// loosely: this is a correctness test, the figures are in docs/BENCHMARKS.md).
+#[test]
+fn floods_of_silent_and_slow_clients_do_not_starve_a_good_one() {
+    raise_fd_limit();
+    let pki = Pki::new();
+    let (admin, app) = (pki.client("admin"), pki.client("app"));
+    let kes = Kes::start(&pki, &config(&pki, &admin, &app, "/v1/key/generate/*"), &[]);
+    assert_eq!(kes.client(&admin).post("/v1/key/create/k", b"").status, 200);
+
+    let silent: Vec<_> = (0..1000)
+        .map(|_| std::net::TcpStream::connect(kes.addr).unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow_threads: Vec<_> = (0..200)
+        .map(|_| {
+            let stop = stop.clone();
+            let mut sock = std::net::TcpStream::connect(kes.addr).unwrap();
+            std::thread::spawn(move || {
+                // A TLS ClientHello, one byte a second.
+                let hello = [
+                    0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+                ];
+                for byte in hello.iter().cycle() {
+                    if stop.load(Ordering::Relaxed) || sock.write_all(&[*byte]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+
+    let mut good = kes.client(&app);
+    let mut latencies = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let started = Instant::now();
+        let r = good.post("/v1/key/generate/k", b"{}");
+        latencies.push(started.elapsed());
+        assert_eq!(r.status, 200);
+    }
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    println!("good client under flood: p50 {p50:?}, p99 {p99:?}");
+    assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
+    stop.store(true, Ordering::Relaxed);
+    drop(silent);
+    for t in slow_threads {
+        let _ = t.join();
+    }
+}
+
+/// A connection limit refuses excess connections quickly and keeps serving.
+#[test]
+fn connections_over_the_limit_are_refused_and_counted() {
+    let pki = Pki::new();
+    let (admin, app) = (pki.client("admin"), pki.client("app"));
+    let kes = Kes::start(
+        &pki,
+        &config(&pki, &admin, &app, "/v1/status"),
+        &["--max-connections", "20"],
+    );
+    let mut good = kes.client(&admin);
+    good.connect().unwrap();
+    let held: Vec<_> = (0..40)
+        .map(|_| std::net::TcpStream::connect(kes.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        good.get("/v1/status").status,
+        200,
+        "an established client keeps working"
+    );
+    let metrics = good.get("/v1/metrics").text();
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("kes_http_connections_refused "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(refused >= 19.0, "refused {refused}");
+    drop(held);
+}
+
+/// SIGHUP with a new policy and a new TLS certificate in the middle of 5,000 requests:
+/// none fails, and afterwards the new policy is in force.
+#[test]
+fn sighup_under_load_fails_no_request() {
+    let pki = Pki::new();
+    let (admin, app) = (pki.client("admin"), pki.client("app"));
+    let path = config(&pki, &admin, &app, "/v1/key/generate/*, /v1/status");
+    let kes = Kes::start(&pki, &path, &[]);
+    assert_eq!(kes.client(&admin).post("/v1/key/create/k", b"").status, 200);
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let (done, failures) = (done.clone(), failures.clone());
+            let mut c = kes.client(&app);
+            std::thread::spawn(move || {
+                for n in 0..1250 {
+                    // Some requests on fresh connections, so new handshakes meet the reload.
+                    if n % 50 == 0 {
+                        c = c.reconnected();
+                    }
+                    match c.try_request("POST", "/v1/key/generate/k", b"{}") {
+                        Ok(r) if r.status == 200 => {}
+                        other => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("worker {i}: {:?}", other.map(|r| r.status))),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    while done.load(Ordering::Relaxed) < 1500 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // New certificate (same CA) and a policy that also allows /v1/api.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("/v1/status]", "/v1/status, /v1/api]");
+    let _ = pki.server();
+    std::fs::write(&path, text).unwrap();
+    kes.signal(libc::SIGHUP);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(done.load(Ordering::Relaxed), 5000);
+    assert_eq!(
+        kes.client(&app).get("/v1/api").status,
+        200,
+        "the new policy is in force"
+    );
+    assert!(kes.stderr().contains("reloaded"), "{}", kes.stderr());
+}
+
+/// SIGTERM in the middle of a run: requests in flight complete, new connections are
+/// refused, the process exits 0.
+#[test]
+fn sigterm_under_load_completes_requests_in_flight() {
+    let pki = Pki::new();
+    let (admin, app) = (pki.client("admin"), pki.client("app"));
+    let mut kes = Kes::start(&pki, &config(&pki, &admin, &app, "/v1/key/generate/*"), &[]);
+    assert_eq!(kes.client(&admin).post("/v1/key/create/k", b"").status, 200);
+    let ok = Arc::new(AtomicUsize::new(0));
+    let broken = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (ok, broken) = (ok.clone(), broken.clone());
+            let mut c = kes.client(&app);
+            std::thread::spawn(move || {
+                loop {
+                    match c.try_request("POST", "/v1/key/generate/k", b"{}") {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if r.header("connection") == Some("close") {
+                                return;
+                            }
+                        }
+                        // A response that started must never be cut; a refused or closed
+                        // connection after shutdown is expected.
+                        Ok(r) => panic!("unexpected status {}", r.status),
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            broken.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    while ok.load(Ordering::Relaxed) < 500 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kes.signal(libc::SIGTERM);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let status = kes
+        .wait_exit(Duration::from_secs(12))
+        .expect("exits within the grace period");
+    assert!(status.success(), "{status}");
+    assert_eq!(broken.load(Ordering::Relaxed), 0);
+    assert!(
+        std::net::TcpStream::connect(kes.addr).is_err(),
+        "new connections are refused"
+    );
+}
