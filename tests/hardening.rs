@@ -241,3 +241,81 @@ fn sigterm_under_load_completes_requests_in_flight() {
         "new connections are refused"
     );
 }
+
+/// The whole key flow with debug logging and console audit on: no log line, error body
+/// or audit event contains a key, a data key, a plaintext or a ciphertext.
+#[test]
+fn no_secret_reaches_a_log_or_an_error() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let pki = Pki::new();
+    let (admin, app) = (pki.client("admin"), pki.client("app"));
+    let path = pki.config(
+        "config.yml",
+        &format!(
+            "admin:\n  identity: {}\nlog:\n  error: DEBUG\n  audit: on\nkeystore:\n  fs:\n    path: {}\n",
+            admin.identity,
+            pki.path("keys").display()
+        ),
+    );
+    let kes = Kes::start(&pki, &path, &[]);
+    let mut c = kes.client(&admin);
+    let master = B64.encode(b"kes-test-master-key-0123456789ab");
+    let marker = B64.encode(b"a plaintext nobody may see");
+    let mut secrets = vec![master.clone(), marker.clone()];
+    assert_eq!(
+        c.post(
+            "/v1/key/import/imported",
+            format!(r#"{{"key":"{master}","cipher":"AES256"}}"#).as_bytes()
+        )
+        .status,
+        200
+    );
+    assert_eq!(c.post("/v1/key/create/created", b"").status, 200);
+    for name in ["imported", "created"] {
+        let dek = c.post(&format!("/v1/key/generate/{name}"), b"{}").json();
+        secrets.push(dek["plaintext"].as_str().unwrap().to_string());
+        secrets.push(dek["ciphertext"].as_str().unwrap().to_string());
+        let ct = c
+            .post(
+                &format!("/v1/key/encrypt/{name}"),
+                format!(r#"{{"plaintext":"{marker}"}}"#).as_bytes(),
+            )
+            .json();
+        let ct = ct["ciphertext"].as_str().unwrap().to_string();
+        secrets.push(ct.clone());
+        // Failures too: wrong context, tampered ciphertext, bad body.
+        for body in [
+            format!(r#"{{"ciphertext":"{ct}","context":"eA=="}}"#),
+            format!(r#"{{"ciphertext":"A{ct}"}}"#),
+            format!(r#"{{"ciphertext":"{ct}""#),
+        ] {
+            let r = c.post(&format!("/v1/key/decrypt/{name}"), body.as_bytes());
+            assert_eq!(r.status, 400);
+            for secret in &secrets {
+                assert!(
+                    !r.text().contains(secret.as_str()),
+                    "error body leaks: {}",
+                    r.text()
+                );
+            }
+        }
+    }
+    let stored = std::fs::read_to_string(pki.path("keys").join("created")).unwrap();
+    secrets.push(stored);
+    assert_eq!(kes.client(&app).get("/v1/status").status, 403);
+    std::thread::sleep(Duration::from_millis(300));
+    let (out, err) = (kes.stdout.lock().unwrap().clone(), kes.stderr());
+    assert!(
+        out.lines().count() >= 10,
+        "audit lines expected on stdout: {out}"
+    );
+    assert!(
+        err.contains("DEBUG") || err.contains("denied"),
+        "debug log expected: {err}"
+    );
+    for secret in &secrets {
+        assert!(!out.contains(secret.as_str()), "stdout leaks a secret");
+        assert!(!err.contains(secret.as_str()), "stderr leaks a secret");
+    }
+}
