@@ -535,3 +535,55 @@ fn pem(label: &str, der: &[u8]) -> String {
     out.push_str(&format!("-----END {label}-----\n"));
     out
 }
+
+#[test]
+fn auth_on_verifies_client_certificates_against_the_ca() {
+    let pki = Pki::new();
+    let signed = pki.client_signed("signed");
+    let self_signed = pki.client("self-signed");
+    let config = pki.config(
+        "config.yml",
+        &format!(
+            "admin:\n  identity: {}\ntls:\n  auth: on\n  ca: {}\nkeystore:\n  fs:\n    path: {}\n",
+            signed.identity,
+            pki.ca_path.display(),
+            pki.path("keys").display()
+        ),
+    );
+    let kes = Kes::start(&pki, &config, &[]);
+    assert_eq!(kes.client(&signed).get("/v1/status").status, 200);
+    let mut refused = kes.client(&self_signed);
+    assert!(
+        refused
+            .connect()
+            .and_then(|_| refused.try_request("GET", "/v1/status", &[]))
+            .is_err()
+    );
+    // The same file with --auth=off accepts any certificate (and its identity decides).
+    drop(kes);
+    let kes = Kes::start(&pki, &config, &["--auth=off"]);
+    assert_eq!(kes.client(&self_signed).get("/v1/status").status, 403);
+}
+
+#[test]
+fn skip_auth_lets_clients_without_certificate_reach_that_route_only() {
+    let pki = Pki::new();
+    let admin = pki.client("admin");
+    let config = pki.config(
+        "config.yml",
+        &format!(
+            "admin:\n  identity: {}\napi:\n  /v1/ready:\n    skip_auth: true\nkeystore:\n  fs:\n    path: {}\n",
+            admin.identity,
+            pki.path("keys").display()
+        ),
+    );
+    let kes = Kes::start(&pki, &config, &[]);
+    let mut anonymous = kes.client_without_cert();
+    assert_eq!(anonymous.get("/v1/ready").status, 200);
+    let r = anonymous.get("/v1/status");
+    assert_eq!(
+        (r.status, r.message().as_str()),
+        (400, "tls: client certificate is required")
+    );
+    assert_eq!(kes.client(&admin).get("/v1/status").status, 200);
+}
