@@ -403,3 +403,14 @@ pub fn hmac(ctx: &Ctx) -> Response {
         None => Response::error(409, "key does not support HMAC"),
     }
 }
+
+/// Decodes `body` as each key route's request body; for the fuzzer.
+#[doc(hidden)]
+pub fn decode_every_body(body: &[u8]) {
+    let _ = parse_object::<ImportRequest>(body, "");
+    let _ = parse_object::<EncryptRequest>(body, "");
+    let _ = parse_object::<GenerateRequest>(body, "");
+    let _ = parse_object::<DecryptRequest>(body, "");
+    let _ = parse_object::<HmacRequest>(body, "");
+    let _ = parse_body::<Vec<DecryptRequest>>(body, "");
+}
