@@ -37,7 +37,10 @@ pub fn of_cert_der(der: &[u8]) -> Result<CertInfo, BadCertificate> {
         .ok()
         .flatten()
         .is_some_and(|bc| bc.value.ca);
-    Ok(CertInfo { identity: of_spki(cert.public_key().raw), is_ca })
+    Ok(CertInfo {
+        identity: of_spki(cert.public_key().raw),
+        is_ca,
+    })
 }
 
 /// Lowercase hex of `bytes`.

@@ -2,5 +2,7 @@
 //!
 //! The way of one request is described in `docs/ARCHITECTURE.md`.
 
+pub mod apikey;
+pub mod cli;
 pub mod identity;
 pub mod keystore;

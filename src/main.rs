@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    std::process::exit(kes::cli::main(std::env::args_os().collect()));
+}

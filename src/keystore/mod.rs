@@ -74,7 +74,12 @@ pub trait KeyStore: Send + Sync {
 
     /// Lists names starting with `prefix`, sorted, beginning at `start` (inclusive)
     /// when given, at most `limit` names per page.
-    fn list(&self, prefix: &str, start: Option<&str>, limit: usize) -> Result<ListPage, KeyStoreError>;
+    fn list(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, KeyStoreError>;
 
     /// Checks that the keystore is reachable and returns how long the check took.
     fn status(&self) -> Result<Duration, KeyStoreError>;
@@ -88,7 +93,12 @@ pub fn page_of(sorted: &[String], prefix: &str, start: Option<&str>, limit: usiz
         _ => prefix,
     };
     let first = sorted.partition_point(|name| name.as_str() < from);
-    let mut matching = sorted[first..].iter().take_while(|name| name.starts_with(prefix));
+    let mut matching = sorted[first..]
+        .iter()
+        .take_while(|name| name.starts_with(prefix));
     let names: Vec<String> = matching.by_ref().take(limit.max(1)).cloned().collect();
-    ListPage { names, continue_at: matching.next().cloned() }
+    ListPage {
+        names,
+        continue_at: matching.next().cloned(),
+    }
 }
