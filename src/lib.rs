@@ -3,6 +3,16 @@
 //! The way of one request is described in `docs/ARCHITECTURE.md`.
 
 pub mod apikey;
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod http;
 pub mod identity;
 pub mod keystore;
+pub mod logging;
+pub mod memory;
+pub mod policy;
+pub mod server;
+pub mod state;
+pub mod timefmt;
+pub mod tls;

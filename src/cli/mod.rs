@@ -93,11 +93,9 @@ pub fn exit_code(outcome: Outcome) -> i32 {
     }
 }
 
-/// Temporary until the server lands in this branch: the lead replaces this with
-/// `crate::server::main(args)`.
-fn run_server(_args: Vec<OsString>) -> i32 {
-    eprintln!("Error: 'kes server' is not built yet in this branch");
-    1
+/// `kes server …`: the server's own entry point.
+fn run_server(args: Vec<OsString>) -> i32 {
+    crate::server::run::main(args)
 }
 
 /// Dispatches `args` (after the program name).

@@ -1,0 +1,63 @@
+//! Identity routes: who is assigned to which policy.
+
+use serde_json::json;
+
+use super::policy::rules_object;
+use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
+use crate::http::Response;
+
+pub fn describe(ctx: &Ctx) -> Response {
+    let id = ctx.resource;
+    if !valid_name(id) {
+        return Response::error(400, &format!("identity '{id}' is empty, too long or contains invalid characters"));
+    }
+    let created_at = ctx.state.started_rfc3339();
+    if ctx.live.auth.is_admin(id) {
+        return Response::json(200, &json!({ "admin": true, "created_at": created_at }));
+    }
+    match ctx.live.auth.policy_of(id) {
+        Some(policy) => Response::json(
+            200,
+            &json!({
+                "policy": policy.name,
+                "created_at": created_at,
+                "created_by": ctx.live.auth.admin.clone().unwrap_or_default(),
+            }),
+        ),
+        None => fail(errors::IDENTITY_NOT_FOUND),
+    }
+}
+
+pub fn list(ctx: &Ctx) -> Response {
+    let Some(prefix) = list_prefix(ctx.resource) else { return invalid_pattern(ctx.resource) };
+    let mut ids: Vec<&str> = ctx.live.auth.assignments().into_iter().map(|(id, _)| id).collect();
+    if let Some(admin) = ctx.live.auth.admin.as_deref() {
+        ids.push(admin);
+    }
+    ids.retain(|id| id.starts_with(prefix));
+    ids.sort_unstable();
+    Response::json(200, &json!({ "identities": ids, "continue_at": "" }))
+}
+
+/// Describes the caller. For non-admins the last release answers 404 by mistake (it
+/// looks up the empty resource); we answer with the shape its SDK decodes.
+pub fn self_describe(ctx: &Ctx) -> Response {
+    let id = ctx.identity;
+    let created_at = ctx.state.started_rfc3339();
+    if ctx.live.auth.is_admin(id) {
+        return Response::json(200, &json!({ "identity": id, "admin": true, "created_at": created_at }));
+    }
+    let Some(policy) = ctx.live.auth.policy_of(id) else {
+        return fail(errors::IDENTITY_NOT_FOUND);
+    };
+    let mut body = json!({ "identity": id, "policy": policy.name });
+    if !policy.allow.is_empty() {
+        body["allow"] = rules_object(&policy.allow);
+    }
+    if !policy.deny.is_empty() {
+        body["deny"] = rules_object(&policy.deny);
+    }
+    body["created_at"] = json!(created_at);
+    body["created_by"] = json!(ctx.live.auth.admin.clone().unwrap_or_default());
+    Response::json(200, &body)
+}

@@ -1,0 +1,61 @@
+//! Policy routes: policies come from the config file and are read-only here.
+
+use serde_json::{Map, Value, json};
+
+use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
+use crate::http::Response;
+use crate::policy::Policy;
+
+fn lookup<'a>(ctx: &'a Ctx) -> Result<&'a Policy, Response> {
+    if !valid_name(ctx.resource) {
+        return Err(Response::error(
+            400,
+            &format!("policy name '{}' is empty, too long or contains invalid characters", ctx.resource),
+        ));
+    }
+    ctx.live.auth.policies.get(ctx.resource).map(|p| p.as_ref()).ok_or_else(|| fail(errors::POLICY_NOT_FOUND))
+}
+
+/// Who created the config's policies: the admin, as the last release reports.
+fn created_by(ctx: &Ctx) -> String {
+    ctx.live.auth.admin.clone().unwrap_or_default()
+}
+
+pub fn describe(ctx: &Ctx) -> Response {
+    match lookup(ctx) {
+        Ok(policy) => Response::json(
+            200,
+            &json!({ "name": policy.name, "created_at": ctx.state.started_rfc3339(), "created_by": created_by(ctx) }),
+        ),
+        Err(response) => response,
+    }
+}
+
+/// Rules as the last release writes them: object keys with empty-object values.
+pub fn rules_object(rules: &[crate::policy::Rule]) -> Value {
+    Value::Object(rules.iter().map(|r| (r.text.clone(), json!({}))).collect::<Map<_, _>>())
+}
+
+pub fn read(ctx: &Ctx) -> Response {
+    let policy = match lookup(ctx) {
+        Ok(policy) => policy,
+        Err(response) => return response,
+    };
+    let mut body = json!({ "name": policy.name });
+    if !policy.allow.is_empty() {
+        body["allow"] = rules_object(&policy.allow);
+    }
+    if !policy.deny.is_empty() {
+        body["deny"] = rules_object(&policy.deny);
+    }
+    body["created_at"] = json!(ctx.state.started_rfc3339());
+    body["created_by"] = json!(created_by(ctx));
+    Response::json(200, &body)
+}
+
+pub fn list(ctx: &Ctx) -> Response {
+    let Some(prefix) = list_prefix(ctx.resource) else { return invalid_pattern(ctx.resource) };
+    let names: Vec<&str> =
+        ctx.live.auth.policies.keys().map(String::as_str).filter(|n| n.starts_with(prefix)).collect();
+    Response::json(200, &json!({ "names": names, "continue_at": "" }))
+}

@@ -1,0 +1,178 @@
+//! The route table: every API path the server answers, in one place.
+//!
+//! The dispatcher, the policy checks (a rule must match some route), the `api:` config
+//! section and `GET /v1/api` all read this table, so a route is added here and nowhere
+//! else.
+
+use std::time::Duration;
+
+use super::{Ctx, identity, key, log_stream, metrics, policy, sys};
+use crate::http::Response;
+
+/// The HTTP method a route expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Delete,
+    /// PUT or POST: the last Go release takes PUT, the 2023 servers and both SDKs POST.
+    Put,
+    /// POST or PUT: routes of the 2023 servers, where POST is canonical.
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Delete => "DELETE",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+        }
+    }
+
+    pub fn accepts(self, method: &str) -> bool {
+        match self {
+            Method::Get => method == "GET",
+            Method::Delete => method == "DELETE",
+            Method::Put | Method::Post => method == "PUT" || method == "POST",
+        }
+    }
+}
+
+/// How a route authenticates its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone; no identity is computed (`/version`).
+    None,
+    /// The caller's identity is computed if a certificate is present, but no policy
+    /// applies (`/v1/identity/self/describe`, and routes with `api: skip_auth`).
+    IdentifyOnly,
+    /// Admin, or an identity whose policy allows the path.
+    Policy,
+}
+
+pub type Handler = fn(&Ctx) -> Response;
+
+/// One API route.
+pub struct Route {
+    pub method: Method,
+    /// Exact path, or a prefix when it ends with `/` (the rest is the resource).
+    pub path: &'static str,
+    /// Largest accepted request body in bytes; larger requests get 413 before reading.
+    pub max_body: usize,
+    /// Time to answer, from the request head to the last byte of the response.
+    /// `None` for streams.
+    pub timeout: Option<Duration>,
+    pub auth: Auth,
+    /// Counted in the request metrics (as the last release counts).
+    pub metrics: bool,
+    pub handler: Handler,
+}
+
+impl Route {
+    pub fn is_prefix(&self) -> bool {
+        self.path.ends_with('/')
+    }
+}
+
+const MB: usize = 1_000_000;
+const MIB: usize = 1 << 20;
+const T10: Option<Duration> = Some(Duration::from_secs(10));
+const T15: Option<Duration> = Some(Duration::from_secs(15));
+
+macro_rules! route {
+    ($method:ident $path:literal, $max_body:expr, $timeout:expr, $auth:ident, $metrics:expr, $handler:path) => {
+        Route {
+            method: Method::$method,
+            path: $path,
+            max_body: $max_body,
+            timeout: $timeout,
+            auth: Auth::$auth,
+            metrics: $metrics,
+            handler: $handler,
+        }
+    };
+}
+
+/// Every route: the last release's table, plus `/v1/key/bulk/decrypt/` of the 2023
+/// servers (their MinIO clients use it).
+pub static ROUTES: &[Route] = &[
+    route!(Get "/version", 0, T10, None, false, sys::version),
+    route!(Get "/v1/ready", 0, T15, Policy, false, sys::ready),
+    route!(Get "/v1/status", 0, T15, Policy, false, sys::status),
+    route!(Get "/v1/metrics", 0, T15, Policy, false, metrics::metrics),
+    route!(Get "/v1/api", 0, T10, Policy, false, sys::api),
+    route!(Put "/v1/key/create/", 0, T15, Policy, true, key::create),
+    route!(Put "/v1/key/import/", MB, T15, Policy, true, key::import),
+    route!(Get "/v1/key/describe/", 0, T15, Policy, true, key::describe),
+    route!(Get "/v1/key/list/", 0, T15, Policy, true, key::list),
+    route!(Delete "/v1/key/delete/", 0, T15, Policy, true, key::delete),
+    route!(Put "/v1/key/encrypt/", MB, T15, Policy, true, key::encrypt),
+    route!(Put "/v1/key/generate/", MB, T15, Policy, true, key::generate),
+    route!(Put "/v1/key/decrypt/", MB, T15, Policy, true, key::decrypt),
+    route!(Post "/v1/key/bulk/decrypt/", MIB, T15, Policy, true, key::bulk_decrypt),
+    route!(Put "/v1/key/hmac/", MB, T15, Policy, true, key::hmac),
+    route!(Get "/v1/policy/describe/", 0, T15, Policy, true, policy::describe),
+    route!(Get "/v1/policy/read/", 0, T15, Policy, true, policy::read),
+    route!(Get "/v1/policy/list/", 0, T15, Policy, true, policy::list),
+    route!(Get "/v1/identity/describe/", 0, T15, Policy, true, identity::describe),
+    route!(Get "/v1/identity/list/", 0, T15, Policy, true, identity::list),
+    route!(Get "/v1/identity/self/describe", 0, T15, IdentifyOnly, true, identity::self_describe),
+    route!(Get "/v1/log/error", 0, None, Policy, false, log_stream::error),
+    route!(Get "/v1/log/audit", 0, None, Policy, false, log_stream::audit),
+];
+
+/// The route whose path is exactly `path` (as written in the `api:` config section).
+pub fn find_exact(path: &str) -> Option<usize> {
+    ROUTES.iter().position(|r| r.path == path)
+}
+
+/// What a request path resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Route index and the resource (the rest of the path after a prefix route).
+    Found(usize, &'a str),
+    /// A prefix route asked for without its trailing slash: redirect there.
+    Redirect(&'static str),
+    NotFound,
+}
+
+/// Resolves a request path.
+pub fn lookup(path: &str) -> Lookup<'_> {
+    for (i, route) in ROUTES.iter().enumerate() {
+        if route.is_prefix() {
+            if let Some(resource) = path.strip_prefix(route.path) {
+                return Lookup::Found(i, resource);
+            }
+            if path.len() + 1 == route.path.len() && route.path.starts_with(path) {
+                // The SDKs list with an empty prefix as `/v1/key/list`: serve it.
+                if route.path.ends_with("/list/") {
+                    return Lookup::Found(i, "");
+                }
+                return Lookup::Redirect(route.path);
+            }
+        } else if route.path == path {
+            return Lookup::Found(i, "");
+        }
+    }
+    Lookup::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_resolves_prefix_and_exact_routes() {
+        let create = find_exact("/v1/key/create/").unwrap();
+        assert_eq!(lookup("/v1/key/create/my-key"), Lookup::Found(create, "my-key"));
+        assert_eq!(lookup("/v1/key/create"), Lookup::Redirect("/v1/key/create/"));
+        let list = find_exact("/v1/key/list/").unwrap();
+        assert_eq!(lookup("/v1/key/list"), Lookup::Found(list, ""));
+        assert_eq!(lookup("/v1/status"), Lookup::Found(find_exact("/v1/status").unwrap(), ""));
+        assert_eq!(lookup("/v1/status/x"), Lookup::NotFound);
+        assert_eq!(lookup("/v1/nothing"), Lookup::NotFound);
+        let bulk = find_exact("/v1/key/bulk/decrypt/").unwrap();
+        assert_eq!(lookup("/v1/key/bulk/decrypt/k"), Lookup::Found(bulk, "k"));
+    }
+}

@@ -1,0 +1,85 @@
+//! Server routes: version, readiness, status, and the API listing.
+
+use serde_json::json;
+
+use super::Ctx;
+use super::routes::ROUTES;
+use crate::http::Response;
+use crate::keystore::KeyStoreError;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the binary was built from, when the build knew it.
+pub const COMMIT: &str = match option_env!("KES_COMMIT") {
+    Some(c) => c,
+    None => "",
+};
+
+pub fn version(_: &Ctx) -> Response {
+    Response::json(200, &json!({ "version": VERSION, "commit": COMMIT }))
+}
+
+pub fn ready(ctx: &Ctx) -> Response {
+    match ctx.state.keystore.status() {
+        Ok(_) => Response::ok(),
+        Err(KeyStoreError::Unreachable(_)) => Response::error(504, "key store is not reachable"),
+        Err(_) => Response::error(502, "key store is unavailable"),
+    }
+}
+
+pub fn status(ctx: &Ctx) -> Response {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut body = json!({
+        "version": VERSION,
+        "os": std::env::consts::OS,
+        "arch": go_arch(),
+        // Whole seconds, as the last release sends and its SDK reads.
+        "uptime": ctx.state.started.elapsed().as_secs(),
+        "num_cpu": cpus,
+        "num_cpu_used": cpus,
+        "mem_heap_used": resident_bytes(),
+        "mem_stack_used": 0,
+    });
+    match ctx.state.keystore.status() {
+        // Milliseconds, at least 1, as both Go generations send.
+        Ok(latency) => body["keystore_latency"] = json!(latency.as_millis().max(1) as u64),
+        Err(_) => {
+            // The last SDK refuses `unreachable` without `unavailable`; send both.
+            body["keystore_unreachable"] = json!(true);
+            body["keystore_unavailable"] = json!(true);
+        }
+    }
+    Response::json(200, &body)
+}
+
+pub fn api(ctx: &Ctx) -> Response {
+    let list: Vec<_> = ROUTES
+        .iter()
+        .zip(&ctx.live.route_settings)
+        .map(|(route, settings)| {
+            json!({
+                "method": route.method.as_str(),
+                "path": route.path,
+                "max_body": route.max_body,
+                "timeout": settings.timeout.map_or(0, |t| t.as_secs()),
+            })
+        })
+        .collect();
+    Response::json(200, &list)
+}
+
+/// Go's names for the CPU architectures we build for.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// Resident memory of this process, from /proc (0 where unavailable).
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}

@@ -1,0 +1,308 @@
+//! HTTP/1.1 messages: request heads parsed by `httparse`, responses serialized.
+//!
+//! This module knows nothing about sockets or TLS: the connection code feeds it bytes
+//! and writes out what it returns, so it can be tested and fuzzed on plain buffers.
+
+use std::fmt::Write as _;
+
+/// The most header bytes a request may have. Larger heads get 431.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// The most headers a request may have.
+const MAX_HEADERS: usize = 64;
+
+/// A parsed request head, with the body to be filled in by the connection.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    /// Percent-decoded path, without the query string.
+    pub path: String,
+    /// The query string, without `?`.
+    pub query: String,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// HTTP/1.0 (keep-alive off unless asked for).
+    pub http10: bool,
+    pub body: Vec<u8>,
+}
+
+/// How the request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    Length(u64),
+    Chunked,
+}
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// Malformed request: 400 with this message.
+    Malformed(String),
+    /// Head larger than [`MAX_HEAD`]: 431.
+    TooLarge,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body framing the head announces, or an error for contradictory framing.
+    pub fn framing(&self) -> Result<BodyFraming, HeadError> {
+        if let Some(te) = self.header("transfer-encoding") {
+            if te.trim().eq_ignore_ascii_case("chunked") {
+                return Ok(BodyFraming::Chunked);
+            }
+            return Err(HeadError::Malformed(format!("unsupported transfer encoding '{te}'")));
+        }
+        let mut lengths = self.headers.iter().filter(|(n, _)| n == "content-length");
+        match (lengths.next(), lengths.next()) {
+            (None, _) => Ok(BodyFraming::Length(0)),
+            (Some((_, v)), None) => v
+                .trim()
+                .parse::<u64>()
+                .map(BodyFraming::Length)
+                .map_err(|_| HeadError::Malformed("invalid Content-Length".into())),
+            (Some(_), Some(_)) => Err(HeadError::Malformed("more than one Content-Length".into())),
+        }
+    }
+
+    /// Whether the client wants the connection kept open after this request.
+    pub fn keep_alive(&self) -> bool {
+        let connection = self.header("connection").map(|c| c.to_ascii_lowercase());
+        match connection.as_deref() {
+            Some(c) if c.split(',').any(|t| t.trim() == "close") => false,
+            Some(c) if c.split(',').any(|t| t.trim() == "keep-alive") => true,
+            _ => !self.http10,
+        }
+    }
+}
+
+/// Parses a request head from the start of `buf`. `Ok(None)` means more bytes are
+/// needed; `Ok(Some((request, head_len)))` a complete head of `head_len` bytes.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = req.parse(buf).map_err(|e| match e {
+        httparse::Error::TooManyHeaders => HeadError::TooLarge,
+        e => HeadError::Malformed(format!("malformed HTTP request: {e}")),
+    })?;
+    let head_len = match status {
+        httparse::Status::Partial if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Complete(n) if n > MAX_HEAD => return Err(HeadError::TooLarge),
+        httparse::Status::Complete(n) => n,
+    };
+    let target = req.path.unwrap_or("/");
+    let (raw_path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = percent_decode(raw_path)
+        .ok_or_else(|| HeadError::Malformed("invalid escape in URL path".into()))?;
+    if !path.starts_with('/') {
+        return Err(HeadError::Malformed("request target must be an absolute path".into()));
+    }
+    let mut parsed = Request {
+        method: req.method.unwrap_or("GET").to_string(),
+        path,
+        query: query.to_string(),
+        headers: Vec::with_capacity(req.headers.len()),
+        http10: req.version == Some(0),
+        body: Vec::new(),
+    };
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| HeadError::Malformed(format!("header '{}' is not valid text", h.name)))?;
+        parsed.headers.push((h.name.to_ascii_lowercase(), value.to_string()));
+    }
+    Ok(Some((parsed, head_len)))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Decodes a complete chunked body at the start of `buf`. `Ok(None)` means more bytes
+/// are needed; `Ok(Some((body, used)))` the body and how many bytes it took. Bodies
+/// longer than `limit` are an error, checked before they are buffered.
+pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
+    let mut body = Vec::new();
+    let mut pos = 0;
+    loop {
+        let (data_start, size) = match httparse::parse_chunk_size(&buf[pos..]) {
+            Ok(httparse::Status::Complete((n, size))) => (pos + n, size),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(ChunkError::Malformed),
+        };
+        let size = usize::try_from(size).map_err(|_| ChunkError::TooLarge)?;
+        if body.len().saturating_add(size) > limit {
+            return Err(ChunkError::TooLarge);
+        }
+        if size == 0 {
+            // Trailer section: zero or more header lines, then an empty line.
+            let mut at = data_start;
+            loop {
+                let rest = &buf[at..];
+                let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    return if rest.len() > MAX_HEAD { Err(ChunkError::Malformed) } else { Ok(None) };
+                };
+                at += eol + 2;
+                if eol == 0 {
+                    return Ok(Some((body, at)));
+                }
+            }
+        }
+        let data_end = data_start + size;
+        if buf.len() < data_end + 2 {
+            return Ok(None);
+        }
+        if &buf[data_end..data_end + 2] != b"\r\n" {
+            return Err(ChunkError::Malformed);
+        }
+        body.extend_from_slice(&buf[data_start..data_end]);
+        pos = data_end + 2;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    Malformed,
+    TooLarge,
+}
+
+/// A response to send.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// 200 with no body.
+    pub fn ok() -> Response {
+        Response::new(200)
+    }
+
+    /// A JSON body (Go's encoder ends it with a newline; so do we).
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Response {
+        let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        body.push(b'\n');
+        Response { status, headers: vec![("Content-Type", "application/json".into())], body }
+    }
+
+    /// The original's error shape: `{"message": "..."}` with `application/json`.
+    pub fn error(status: u16, message: &str) -> Response {
+        let body = serde_json::to_vec(&serde_json::json!({ "message": message })).unwrap_or_default();
+        Response { status, headers: vec![("Content-Type", "application/json".into())], body }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Serializes the status line, headers and body. `close` adds `Connection: close`.
+    pub fn to_bytes(&self, close: bool) -> Vec<u8> {
+        let mut head = String::with_capacity(128);
+        let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (name, value) in &self.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        301 => "Moved Permanently",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_complete_head() {
+        let raw = b"POST /v1/key/create/my%2Dkey?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let (req, n) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.path, "/v1/key/create/my-key");
+        assert_eq!(req.query, "x=1");
+        assert_eq!(req.framing().unwrap(), BodyFraming::Length(3));
+        assert_eq!(&raw[n..], b"abc");
+        assert!(req.keep_alive());
+    }
+
+    #[test]
+    fn partial_and_oversized_heads() {
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost:").unwrap().is_none());
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 1));
+        assert_eq!(parse_head(&big).unwrap_err(), HeadError::TooLarge);
+        assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Err(HeadError::Malformed(_))));
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        let raw = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nNEXT";
+        let (body, used) = decode_chunked(raw, 100).unwrap().unwrap();
+        assert_eq!(body, b"abcde");
+        assert_eq!(&raw[used..], b"NEXT");
+        assert!(decode_chunked(b"3\r\nab", 100).unwrap().is_none());
+        assert_eq!(decode_chunked(raw, 4).unwrap_err(), ChunkError::TooLarge);
+        assert_eq!(decode_chunked(b"zz\r\n", 100).unwrap_err(), ChunkError::Malformed);
+    }
+
+    #[test]
+    fn error_bodies_are_json() {
+        let r = Response::error(404, "key does not exist");
+        assert_eq!(r.body, br#"{"message":"key does not exist"}"#);
+        let bytes = r.to_bytes(false);
+        assert!(bytes.starts_with(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"));
+    }
+}

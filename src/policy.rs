@@ -1,0 +1,343 @@
+//! Policies: which identity may call which API path.
+//!
+//! Rule semantics are chosen so that configs of both Go generations keep their meaning:
+//! a rule is a glob (as in the 2023 servers: `*` matches within one path segment, `?` one
+//! character, `[a-z]` a class), except that a `*` at the very end matches everything that
+//! follows, `/` included (as in the last release, where a trailing `*` is a prefix match).
+//! Key, policy and identity names never contain `/`, so for every real API path the two
+//! generations agree under this rule; it only revives mid-path wildcards such as
+//! `/v1/key/*/my-key`, which the last release silently treated as literal text.
+//!
+//! A rule that can never match any route is refused when the config is loaded (the
+//! original silently ignores it, its issue #510). One exception keeps widely copied
+//! MinIO configs working as their authors meant: a rule naming a prefix route without its
+//! trailing slash, such as `/v1/key/bulk/decrypt`, covers that route for every name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::api::routes::{ROUTES, Route};
+use crate::api::valid_name_char;
+
+/// One allow or deny rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The rule as written in the config file.
+    pub text: String,
+    /// The pattern actually matched (differs from `text` only for the slash exception).
+    pattern: String,
+}
+
+impl Rule {
+    /// Parses and checks a rule; the error explains why it can never match.
+    pub fn parse(text: &str) -> Result<Rule, String> {
+        let text = text.trim();
+        if !text.starts_with('/') {
+            return Err(format!("policy rule '{text}' must be an API path starting with '/', e.g. /v1/key/generate/my-app*"));
+        }
+        if let Err(e) = check_syntax(text.as_bytes()) {
+            return Err(format!("policy rule '{text}': {e}"));
+        }
+        let pattern = match ROUTES.iter().find(|r| r.is_prefix() && r.path.strip_suffix('/') == Some(text)) {
+            Some(route) => format!("{}*", route.path),
+            None => text.to_string(),
+        };
+        if !ROUTES.iter().any(|route| could_match(pattern.as_bytes(), route)) {
+            return Err(format!(
+                "policy rule '{text}' matches no API path, so it would never apply; check the spelling against 'kes status --api' (e.g. /v1/key/generate/*)"
+            ));
+        }
+        Ok(Rule { text: text.to_string(), pattern })
+    }
+
+    /// Whether this rule matches the request `path` (without query string).
+    pub fn matches(&self, path: &str) -> bool {
+        glob(self.pattern.as_bytes(), path.as_bytes(), false)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Rule::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn check_syntax(p: &[u8]) -> Result<(), &'static str> {
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'\\' => {
+                if i + 1 >= p.len() {
+                    return Err("ends with an escape character '\\'");
+                }
+                i += 2;
+            }
+            b'[' => i = class_end(p, i).ok_or("has an unclosed '[' character class")?,
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Index just past the class starting at `p[start] == '['`, if it is well formed.
+fn class_end(p: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    if p.get(i) == Some(&b'^') {
+        i += 1;
+    }
+    let mut first = true;
+    loop {
+        match *p.get(i)? {
+            b']' if !first => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+        first = false;
+    }
+}
+
+/// Whether the class `p[start..end]` admits `c`.
+fn class_admits(p: &[u8], start: usize, end: usize, c: u8) -> bool {
+    let mut i = start + 1;
+    let negated = p[i] == b'^';
+    if negated {
+        i += 1;
+    }
+    let mut hit = false;
+    let close = end - 1;
+    while i < close {
+        let mut lo = p[i];
+        if lo == b'\\' {
+            i += 1;
+            lo = p[i];
+        }
+        i += 1;
+        let mut hi = lo;
+        if i + 1 < close && p[i] == b'-' {
+            hi = p[i + 1];
+            if hi == b'\\' && i + 2 < close {
+                hi = p[i + 2];
+                i += 1;
+            }
+            i += 2;
+        }
+        if lo <= c && c <= hi {
+            hit = true;
+        }
+    }
+    hit != negated
+}
+
+/// Glob match of pattern `p` against text `t`. With `open_end`, `t` continues with a
+/// name of our choosing (any run of name characters): used to ask whether a pattern
+/// can match some request of a prefix route.
+fn glob(p: &[u8], t: &[u8], open_end: bool) -> bool {
+    if p.is_empty() {
+        return t.is_empty();
+    }
+    if t.is_empty() && open_end {
+        return can_match_some_name(p);
+    }
+    match p[0] {
+        b'*' if p.len() == 1 => true,
+        b'*' => {
+            let mut k = 0;
+            loop {
+                if glob(&p[1..], &t[k..], open_end) {
+                    return true;
+                }
+                if k == t.len() || t[k] == b'/' {
+                    return false;
+                }
+                k += 1;
+            }
+        }
+        _ if t.is_empty() => false,
+        b'?' => t[0] != b'/' && glob(&p[1..], &t[1..], open_end),
+        b'[' => match class_end(p, 0) {
+            Some(end) => t[0] != b'/' && class_admits(p, 0, end, t[0]) && glob(&p[end..], &t[1..], open_end),
+            None => false,
+        },
+        b'\\' => p.len() > 1 && p[1] == t[0] && glob(&p[2..], &t[1..], open_end),
+        c => c == t[0] && glob(&p[1..], &t[1..], open_end),
+    }
+}
+
+/// Whether some string of name characters (possibly empty) matches `p`.
+fn can_match_some_name(p: &[u8]) -> bool {
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'*' => i += 1,
+            b'?' => i += 1,
+            b'[' => {
+                let Some(end) = class_end(p, i) else { return false };
+                if !(0u8..128).any(|c| valid_name_char(c) && class_admits(p, i, end, c)) {
+                    return false;
+                }
+                i = end;
+            }
+            b'\\' => {
+                if i + 1 >= p.len() || !valid_name_char(p[i + 1]) {
+                    return false;
+                }
+                i += 2;
+            }
+            c if valid_name_char(c) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn could_match(pattern: &[u8], route: &Route) -> bool {
+    glob(pattern, route.path.as_bytes(), route.is_prefix())
+}
+
+/// A named policy of the config.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub allow: Vec<Rule>,
+    pub deny: Vec<Rule>,
+}
+
+impl Policy {
+    /// Deny wins; otherwise any allow rule admits; otherwise refused.
+    pub fn allows(&self, path: &str) -> bool {
+        !self.deny.iter().any(|r| r.matches(path)) && self.allow.iter().any(|r| r.matches(path))
+    }
+}
+
+/// Who may do what: the admin identity and the identity → policy assignment.
+#[derive(Debug, Default)]
+pub struct Authorizer {
+    pub admin: Option<String>,
+    pub policies: BTreeMap<String, Arc<Policy>>,
+    by_identity: HashMap<String, Arc<Policy>>,
+}
+
+/// The result of an authorization check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Admin,
+    Allowed,
+    Denied,
+}
+
+impl Authorizer {
+    pub fn new(admin: Option<String>, policies: &BTreeMap<String, crate::config::PolicyConfig>) -> Authorizer {
+        let mut out = Authorizer { admin, ..Authorizer::default() };
+        for (name, cfg) in policies {
+            let policy = Arc::new(Policy { name: name.clone(), allow: cfg.allow.clone(), deny: cfg.deny.clone() });
+            for id in &cfg.identities {
+                out.by_identity.insert(id.clone(), policy.clone());
+            }
+            out.policies.insert(name.clone(), policy);
+        }
+        out
+    }
+
+    pub fn verify(&self, identity: &str, path: &str) -> Verdict {
+        if self.is_admin(identity) {
+            return Verdict::Admin;
+        }
+        match self.by_identity.get(identity) {
+            Some(policy) if policy.allows(path) => Verdict::Allowed,
+            _ => Verdict::Denied,
+        }
+    }
+
+    pub fn is_admin(&self, identity: &str) -> bool {
+        !identity.is_empty() && self.admin.as_deref() == Some(identity)
+    }
+
+    /// The policy assigned to `identity`, if any.
+    pub fn policy_of(&self, identity: &str) -> Option<&Arc<Policy>> {
+        self.by_identity.get(identity)
+    }
+
+    /// Every assigned identity with its policy, sorted by identity.
+    pub fn assignments(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> =
+            self.by_identity.iter().map(|(id, p)| (id.as_str(), p.name.as_str())).collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(s: &str) -> Rule {
+        Rule::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn trailing_star_is_a_prefix_of_the_last_release() {
+        let r = rule("/v1/key/generate/my-app*");
+        assert!(r.matches("/v1/key/generate/my-app"));
+        assert!(r.matches("/v1/key/generate/my-app-1"));
+        assert!(!r.matches("/v1/key/generate/other"));
+        assert!(!r.matches("/v1/key/decrypt/my-app"));
+        assert!(rule("/v1/*").matches("/v1/key/create/x"));
+    }
+
+    #[test]
+    fn exact_rules_match_exactly() {
+        let r = rule("/v1/status");
+        assert!(r.matches("/v1/status"));
+        assert!(!r.matches("/v1/status/x"));
+        assert!(!r.matches("/v1/statu"));
+    }
+
+    #[test]
+    fn mid_path_globs_of_2023_keep_their_meaning() {
+        let r = rule("/v1/key/*/my-key");
+        assert!(r.matches("/v1/key/decrypt/my-key"));
+        assert!(r.matches("/v1/key/generate/my-key"));
+        assert!(!r.matches("/v1/key/generate/my-key2"));
+        let r = rule("/v1/key/[cg]*/app-?");
+        assert!(r.matches("/v1/key/create/app-1"));
+        assert!(r.matches("/v1/key/generate/app-x"));
+        assert!(!r.matches("/v1/key/decrypt/app-1"));
+    }
+
+    #[test]
+    fn rules_that_match_no_route_are_refused() {
+        for bad in [
+            "/v1/key/genrate/*",
+            "/v2/key/create/*",
+            "v1/key/create/*",
+            "/v1/key/create/a/b",
+            "/v1/key/create/my.key",
+            "/v1/key/create/[abc",
+            "/v1/stat",
+        ] {
+            assert!(Rule::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn prefix_route_without_slash_covers_the_route() {
+        let r = rule("/v1/key/bulk/decrypt");
+        assert!(r.matches("/v1/key/bulk/decrypt/my-key"));
+        assert!(!r.matches("/v1/key/decrypt/my-key"));
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let p = Policy {
+            name: "p".into(),
+            allow: vec![rule("/v1/key/*")],
+            deny: vec![rule("/v1/key/decrypt/secret*")],
+        };
+        assert!(p.allows("/v1/key/decrypt/public"));
+        assert!(!p.allows("/v1/key/decrypt/secret-1"));
+        assert!(!p.allows("/v1/status"));
+    }
+}

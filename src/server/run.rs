@@ -1,0 +1,252 @@
+//! `kes server`: flags, start-up, signals and reload.
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use super::{Gauges, Limits, Server};
+use crate::config::{Config, KeyStoreConfig};
+use crate::keystore::KeyStore;
+use crate::state::{Live, State};
+use crate::tls::{self, ClientAuth};
+
+const USAGE: &str = "\
+Usage:
+    kes server --config FILE [--addr IP:PORT] [--auth on|off]
+    kes server --dev [--addr IP:PORT]
+
+Starts a KES server.
+
+Options:
+    --config FILE        Config file (YAML); every generation of the original loads.
+    --addr IP:PORT       Address to listen on; overrides 'address' of the config
+                         (default 0.0.0.0:7373, with --dev 127.0.0.1:7373).
+    --auth on|off        Verify client certificates against 'tls.ca' (on) or accept
+                         any client certificate and rely on its identity (off, default).
+                         'tls.auth' in the config means the same.
+    --dev                Start a throw-away development server: keys in memory, a fresh
+                         self-signed certificate and admin credential. Nothing to set up.
+    --key FILE, --cert FILE
+                         TLS private key and certificate; override the config (2023 form).
+    --workers N          Worker threads (default 4 per core, 4 to 64).
+    --max-connections N  Open connections at most (default 4096); more are refused.
+    -h, --help           Show this help.
+
+Signals: SIGHUP reloads the config (policies, identities, TLS certificate);
+SIGTERM and SIGINT stop gracefully, finishing requests in flight.
+
+Examples:
+    kes server --dev
+    kes server --config /etc/kes/config.yml --auth off
+";
+
+#[derive(Debug, Default)]
+struct Flags {
+    config: Option<PathBuf>,
+    addr: Option<String>,
+    auth: Option<bool>,
+    dev: bool,
+    key: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    root: Option<String>,
+    limits: Limits,
+}
+
+fn parse_flags(args: Vec<OsString>) -> Result<Option<Flags>, String> {
+    use lexopt::prelude::*;
+    let mut flags = Flags::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        let text = |parser: &mut lexopt::Parser| -> Result<String, String> {
+            parser.value().map_err(|e| e.to_string())?.into_string().map_err(|_| "argument is not valid text".to_string())
+        };
+        match arg {
+            Long("config") => flags.config = Some(text(&mut parser)?.into()),
+            Long("addr") => flags.addr = Some(text(&mut parser)?),
+            Long("auth") => {
+                let value = text(&mut parser)?;
+                flags.auth = Some(value.parse::<crate::config::AuthMode>().map_err(|e| format!("--auth: {e}"))?.0);
+            }
+            Long("dev") => flags.dev = true,
+            Long("key") => flags.key = Some(text(&mut parser)?.into()),
+            Long("cert") => flags.cert = Some(text(&mut parser)?.into()),
+            Long("root") => flags.root = Some(text(&mut parser)?),
+            // Memory is always locked where permitted; the old flag is accepted.
+            Long("mlock") => {}
+            Long("workers") => {
+                flags.limits.workers = text(&mut parser)?.parse().map_err(|_| "--workers: not a number")?;
+            }
+            Long("max-connections") => {
+                flags.limits.max_connections =
+                    text(&mut parser)?.parse().map_err(|_| "--max-connections: not a number")?;
+            }
+            Short('h') | Long("help") => return Ok(None),
+            Value(v) => {
+                return Err(format!(
+                    "unexpected argument '{}': the stateful 'kes server <dir>' of 2023 is not supported; use --config FILE",
+                    v.to_string_lossy()
+                ));
+            }
+            other => return Err(format!("{}; see 'kes server --help'", other.unexpected())),
+        }
+    }
+    if flags.dev && flags.config.is_some() {
+        return Err("--dev and --config cannot be used together".into());
+    }
+    if !flags.dev && flags.config.is_none() {
+        return Err("no config file: use --config FILE, or --dev for a throw-away development server".into());
+    }
+    Ok(Some(flags))
+}
+
+/// Runs `kes server` with the arguments after `server`; returns the exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let flags = match parse_flags(args) {
+        Ok(Some(flags)) => flags,
+        Ok(None) => {
+            eprint!("{USAGE}");
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return 1;
+        }
+    };
+    match run(flags) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    }
+}
+
+fn run(flags: Flags) -> Result<(), String> {
+    let dev = if flags.dev { Some(super::dev::Dev::create()?) } else { None };
+    let mut config = match &dev {
+        Some(dev) => dev.config(),
+        None => Config::load(flags.config.as_deref().unwrap_or(Path::new(""))).map_err(|e| e.to_string())?,
+    };
+    apply_flags(&mut config, &flags);
+    crate::logging::init(&config.log);
+    crate::memory::harden();
+
+    let keystore = open_keystore(&config.keystore)?;
+    create_listed_keys(keystore.as_ref(), &config.keys)?;
+    let tls_config = build_tls(&config)?;
+    let addr = flags
+        .addr
+        .clone()
+        .or_else(|| config.address.clone())
+        .unwrap_or_else(|| if dev.is_some() { "127.0.0.1:7373".into() } else { "0.0.0.0:7373".into() });
+    let addr = parse_addr(&addr)?;
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let state = Arc::new(State::new(Live::new(config, tls_config), keystore));
+    let gauges = Arc::new(Gauges::default());
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    let server = Server::start(listener, state.clone(), flags.limits, gauges).map_err(|e| e.to_string())?;
+
+    match &dev {
+        Some(dev) => dev.print_banner(local),
+        None => print_banner(&state, local),
+    }
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => reload(&state, &flags),
+            _ => {
+                log::info!("stopping: finishing requests in flight");
+                break;
+            }
+        }
+    }
+    server.shutdown();
+    drop(dev);
+    Ok(())
+}
+
+fn apply_flags(config: &mut Config, flags: &Flags) {
+    if let Some(auth) = flags.auth {
+        config.tls_auth = Some(auth);
+    }
+    if let Some(key) = &flags.key {
+        config.tls_key = key.clone();
+    }
+    if let Some(cert) = &flags.cert {
+        config.tls_cert = cert.clone();
+    }
+    if let Some(root) = &flags.root {
+        config.admin = crate::identity::is_identity(root).then(|| root.to_ascii_lowercase());
+    }
+}
+
+fn parse_addr(addr: &str) -> Result<SocketAddr, String> {
+    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
+    full.parse().map_err(|_| format!("invalid address '{addr}': use IP:PORT, e.g. 127.0.0.1:7373"))
+}
+
+fn build_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
+    let client = ClientAuth {
+        verify: config.tls_auth.unwrap_or(false),
+        ca: config.tls_ca.clone(),
+        optional: config.api.values().any(|o| o.skip_auth),
+    };
+    tls::server_config(&config.tls_cert, &config.tls_key, &client)
+}
+
+fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
+    Ok(match config {
+        KeyStoreConfig::Memory => Arc::new(crate::keystore::mem::MemKeyStore::new()),
+        KeyStoreConfig::Fs { path } => Arc::new(crate::keystore::fs::open(path)?),
+        KeyStoreConfig::CipherTrust(_) => {
+            return Err("the CipherTrust keystore is not available in this build yet".into());
+        }
+    })
+}
+
+/// Creates the keys listed under `keys:` that do not exist yet.
+fn create_listed_keys(keystore: &dyn KeyStore, names: &[String]) -> Result<(), String> {
+    for name in names {
+        crate::api::key::ensure_key(keystore, name).map_err(|e| format!("cannot create key '{name}' listed under 'keys:': {e}"))?;
+    }
+    Ok(())
+}
+
+fn reload(state: &State, flags: &Flags) {
+    let Some(path) = flags.config.as_deref() else {
+        log::info!("SIGHUP: --dev has no config file to reload");
+        return;
+    };
+    let result = Config::load(path).map_err(|e| e.to_string()).and_then(|mut config| {
+        apply_flags(&mut config, flags);
+        if config.keystore != state.live().config.keystore {
+            log::warn!("SIGHUP: the keystore section changed; restart kes to switch keystores");
+        }
+        let tls = build_tls(&config)?;
+        Ok(Live::new(config, tls))
+    });
+    match result {
+        Ok(live) => {
+            state.replace_live(live);
+            log::info!("SIGHUP: reloaded {}", path.display());
+        }
+        Err(e) => log::error!("SIGHUP: keeping the running config: {e}"),
+    }
+}
+
+fn print_banner(state: &State, local: SocketAddr) {
+    let live = state.live();
+    let admin = live.config.admin.clone().unwrap_or_else(|| "disabled".into());
+    eprintln!("kes {} listening on https://{local}", crate::api::sys::VERSION);
+    eprintln!("  keystore: {}", state.keystore.describe());
+    eprintln!("  admin:    {admin}");
+    eprintln!(
+        "  client certificates: {}",
+        if live.config.tls_auth.unwrap_or(false) { "verified against tls.ca (auth on)" } else { "any, identified by public key (auth off)" }
+    );
+}

@@ -1,0 +1,73 @@
+//! What the server holds while it runs: the parts a SIGHUP replaces ([`Live`]) and the
+//! parts that live as long as the process ([`State`]).
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::api::routes::ROUTES;
+use crate::config::Config;
+use crate::keystore::KeyStore;
+use crate::policy::Authorizer;
+
+/// Per-route settings from the `api:` config section, indexed like [`ROUTES`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteSettings {
+    pub skip_auth: bool,
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// Everything derived from the config file; replaced as a whole on SIGHUP.
+pub struct Live {
+    pub config: Config,
+    pub auth: Authorizer,
+    pub route_settings: Vec<RouteSettings>,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+impl Live {
+    pub fn new(config: Config, tls: Arc<rustls::ServerConfig>) -> Live {
+        let auth = Authorizer::new(config.admin.clone(), &config.policies);
+        let route_settings = ROUTES
+            .iter()
+            .map(|route| {
+                let o = config.api.get(route.path).copied().unwrap_or_default();
+                RouteSettings { skip_auth: o.skip_auth, timeout: o.timeout.or(route.timeout) }
+            })
+            .collect();
+        Live { config, auth, route_settings, tls }
+    }
+}
+
+/// The server's process-wide state.
+pub struct State {
+    live: RwLock<Arc<Live>>,
+    pub keystore: Arc<dyn KeyStore>,
+    pub started: Instant,
+    /// Start time as (Unix seconds, nanoseconds): the `created_at` of policies and identities.
+    pub started_at: (i64, u32),
+}
+
+impl State {
+    pub fn new(live: Live, keystore: Arc<dyn KeyStore>) -> State {
+        State {
+            live: RwLock::new(Arc::new(live)),
+            keystore,
+            started: Instant::now(),
+            started_at: crate::timefmt::now(),
+        }
+    }
+
+    /// The current config-derived state. Cheap: one read lock and an `Arc` clone.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the config-derived state (SIGHUP).
+    pub fn replace_live(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+    }
+
+    pub fn started_rfc3339(&self) -> String {
+        crate::timefmt::format_rfc3339(self.started_at.0, self.started_at.1)
+    }
+}

@@ -1,0 +1,209 @@
+//! The server's TLS setup: certificate and key loading, and client-certificate checks.
+//!
+//! Every mode requires a client certificate in the handshake, except when a route is
+//! configured with `skip_auth` (then a certificate is requested, and routes that need
+//! an identity answer 400 without one), as in the original.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+
+use crate::api::PeerIdentity;
+
+/// How client certificates are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// Verify the chain against `ca` (`tls.auth: on`, `--auth on`).
+    pub verify: bool,
+    /// PEM file or directory of CA certificates for verification.
+    pub ca: Option<PathBuf>,
+    /// Let clients without a certificate finish the handshake (some route skips auth).
+    pub optional: bool,
+}
+
+/// The crypto provider used everywhere: ring, which builds statically for musl.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the server's TLS config from PEM files.
+pub fn server_config(cert: &Path, key: &Path, client: &ClientAuth) -> Result<Arc<ServerConfig>, String> {
+    let chain = load_certs(cert)?;
+    check_server_sans(cert, &chain[0])?;
+    let key = load_key(key)?;
+    let provider = provider();
+    let verifier: Arc<dyn ClientCertVerifier> = if client.verify {
+        let roots = Arc::new(load_roots(client.ca.as_deref())?);
+        let builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+        let builder = if client.optional { builder.allow_unauthenticated() } else { builder };
+        builder.build().map_err(|e| format!("cannot set up client certificate verification: {e}"))?
+    } else {
+        Arc::new(AnyClientCert { mandatory: !client.optional, algorithms: provider.signature_verification_algorithms })
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{}: the private key does not fit the certificate: {e}", cert.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Returning clients resume with a ticket and skip the full handshake.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    Ok(Arc::new(config))
+}
+
+/// Reads every `CERTIFICATE` block of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read certificate '{}': {e}", path.display()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: invalid PEM certificate: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM 'CERTIFICATE' block found", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key of a PEM file (PKCS#8, SEC1 EC or PKCS#1 RSA).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read private key '{}': {e}", path.display()))?;
+    if String::from_utf8_lossy(&data).contains("ENCRYPTED") {
+        return Err(format!(
+            "{}: encrypted private keys are not supported; decrypt it with 'openssl pkey -in KEY -out KEY.plain'",
+            path.display()
+        ));
+    }
+    rustls_pemfile::private_key(&mut data.as_slice())
+        .map_err(|e| format!("{}: invalid PEM private key: {e}", path.display()))?
+        .ok_or_else(|| format!("{}: no PEM private key found", path.display()))
+}
+
+/// CA certificates from a PEM file or every file of a directory.
+fn load_roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let files: Vec<PathBuf> = match ca {
+        Some(dir) if dir.is_dir() => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| format!("cannot read CA directory '{}': {e}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            files
+        }
+        Some(file) => vec![file.to_path_buf()],
+        None => ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_file())
+            .take(1)
+            .collect(),
+    };
+    for file in &files {
+        for cert in load_certs(file)? {
+            roots.add(cert).map_err(|e| format!("{}: unusable CA certificate: {e}", file.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err("client certificate verification is on but no CA certificate was found: set 'tls.ca'".into());
+    }
+    Ok(roots)
+}
+
+/// The last Go release refuses server certificates without a DNS or IP SAN: clients
+/// could not verify them anyway.
+fn check_server_sans(path: &Path, leaf: &CertificateDer) -> Result<(), String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| format!("{}: invalid certificate: {e}", path.display()))?;
+    let has_san = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
+        san.value.general_names.iter().any(|n| matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_)))
+    });
+    if has_san {
+        Ok(())
+    } else {
+        Err(format!("{}: certificate does not contain any DNS or IP address as SAN", path.display()))
+    }
+}
+
+/// Chooses the identity of a connection from its peer certificates: a single
+/// certificate is used even if it is a CA (2023 servers); of several, the CA
+/// certificates are skipped and exactly one must remain (last release).
+pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> PeerIdentity {
+    let certs = match certs {
+        Some(certs) if !certs.is_empty() => certs,
+        _ => return PeerIdentity::Missing,
+    };
+    let infos: Vec<_> = certs.iter().filter_map(|c| crate::identity::of_cert_der(c).ok()).collect();
+    if certs.len() == 1 {
+        return match infos.into_iter().next() {
+            Some(info) => PeerIdentity::One(info.identity),
+            None => PeerIdentity::Missing,
+        };
+    }
+    let mut leaves = infos.into_iter().filter(|i| !i.is_ca);
+    match (leaves.next(), leaves.next()) {
+        (Some(one), None) => PeerIdentity::One(one.identity),
+        (None, _) => PeerIdentity::Missing,
+        (Some(_), Some(_)) => PeerIdentity::Ambiguous,
+    }
+}
+
+/// `tls.auth: off`: any client certificate is accepted (its identity decides), but the
+/// client must still prove it holds the private key.
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
