@@ -2,8 +2,8 @@
 //!
 //! The way of one request is described in `docs/ARCHITECTURE.md`.
 
-pub mod apikey;
 pub mod api;
+pub mod apikey;
 pub mod cli;
 pub mod config;
 pub mod http;

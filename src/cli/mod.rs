@@ -68,7 +68,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         rest.remove(0);
         return run_server(rest);
     }
-    if rest.first().is_some_and(|a| !a.to_string_lossy().starts_with('-')) {
+    if rest
+        .first()
+        .is_some_and(|a| !a.to_string_lossy().starts_with('-'))
+    {
         exit_on_interrupt();
     }
     exit_code(dispatch(rest))
@@ -141,12 +144,23 @@ fn not_yet(command: &str) -> Outcome {
 }
 
 fn version_text() -> String {
-    let version = env!("CARGO_PKG_VERSION");
     let runtime = format!("rust {}/{}", std::env::consts::OS, std::env::consts::ARCH);
-    format!(
-        "Version    {version:<22} \nRuntime    {runtime:<22} \nLicense    {:<22} https://www.gnu.org/licenses/agpl-3.0.html\nCopyright  {:<22} \n",
-        "AGPLv3", "the kes authors"
-    )
+    let lines = [
+        ("Version", env!("CARGO_PKG_VERSION").to_owned(), ""),
+        ("Runtime", runtime, ""),
+        (
+            "License",
+            "AGPLv3".to_owned(),
+            "https://www.gnu.org/licenses/agpl-3.0.html",
+        ),
+    ];
+    let mut text = String::new();
+    for (label, value, note) in lines {
+        let line = format!("{label:<10} {value:<22} {note}");
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
 }
 
 const TOOL_USAGE: &str = "Usage:
