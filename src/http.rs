@@ -43,7 +43,10 @@ pub enum HeadError {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body framing the head announces, or an error for contradictory framing.
@@ -52,7 +55,9 @@ impl Request {
             if te.trim().eq_ignore_ascii_case("chunked") {
                 return Ok(BodyFraming::Chunked);
             }
-            return Err(HeadError::Malformed(format!("unsupported transfer encoding '{te}'")));
+            return Err(HeadError::Malformed(format!(
+                "unsupported transfer encoding '{te}'"
+            )));
         }
         let mut lengths = self.headers.iter().filter(|(n, _)| n == "content-length");
         match (lengths.next(), lengths.next()) {
@@ -97,7 +102,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
     let path = percent_decode(raw_path)
         .ok_or_else(|| HeadError::Malformed("invalid escape in URL path".into()))?;
     if !path.starts_with('/') {
-        return Err(HeadError::Malformed("request target must be an absolute path".into()));
+        return Err(HeadError::Malformed(
+            "request target must be an absolute path".into(),
+        ));
     }
     let mut parsed = Request {
         method: req.method.unwrap_or("GET").to_string(),
@@ -110,7 +117,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| HeadError::Malformed(format!("header '{}' is not valid text", h.name)))?;
-        parsed.headers.push((h.name.to_ascii_lowercase(), value.to_string()));
+        parsed
+            .headers
+            .push((h.name.to_ascii_lowercase(), value.to_string()));
     }
     Ok(Some((parsed, head_len)))
 }
@@ -158,7 +167,11 @@ pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize
             loop {
                 let rest = &buf[at..];
                 let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                    return if rest.len() > MAX_HEAD { Err(ChunkError::Malformed) } else { Ok(None) };
+                    return if rest.len() > MAX_HEAD {
+                        Err(ChunkError::Malformed)
+                    } else {
+                        Ok(None)
+                    };
                 };
                 at += eol + 2;
                 if eol == 0 {
@@ -194,7 +207,11 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Vec::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     /// 200 with no body.
@@ -206,13 +223,22 @@ impl Response {
     pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Response {
         let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
         body.push(b'\n');
-        Response { status, headers: vec![("Content-Type", "application/json".into())], body }
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body,
+        }
     }
 
     /// The original's error shape: `{"message": "..."}` with `application/json`.
     pub fn error(status: u16, message: &str) -> Response {
-        let body = serde_json::to_vec(&serde_json::json!({ "message": message })).unwrap_or_default();
-        Response { status, headers: vec![("Content-Type", "application/json".into())], body }
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "message": message })).unwrap_or_default();
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body,
+        }
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -268,7 +294,8 @@ mod tests {
 
     #[test]
     fn parses_a_complete_head() {
-        let raw = b"POST /v1/key/create/my%2Dkey?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let raw =
+            b"POST /v1/key/create/my%2Dkey?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
         let (req, n) = parse_head(raw).unwrap().unwrap();
         assert_eq!(req.method, "POST");
         assert_eq!(req.path, "/v1/key/create/my-key");
@@ -284,7 +311,10 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 1));
         assert_eq!(parse_head(&big).unwrap_err(), HeadError::TooLarge);
-        assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -295,7 +325,10 @@ mod tests {
         assert_eq!(&raw[used..], b"NEXT");
         assert!(decode_chunked(b"3\r\nab", 100).unwrap().is_none());
         assert_eq!(decode_chunked(raw, 4).unwrap_err(), ChunkError::TooLarge);
-        assert_eq!(decode_chunked(b"zz\r\n", 100).unwrap_err(), ChunkError::Malformed);
+        assert_eq!(
+            decode_chunked(b"zz\r\n", 100).unwrap_err(),
+            ChunkError::Malformed
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod apikey;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod identity;
 pub mod keystore;

@@ -9,7 +9,10 @@ pub fn harden() {
 }
 
 fn disable_core_dumps() {
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain syscalls with valid arguments.
     unsafe {
         libc::setrlimit(libc::RLIMIT_CORE, &zero);
@@ -19,9 +22,14 @@ fn disable_core_dumps() {
 }
 
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `limit` is a valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 && limit.rlim_cur < limit.rlim_max {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0
+        && limit.rlim_cur < limit.rlim_max
+    {
         limit.rlim_cur = limit.rlim_max;
         // SAFETY: `limit` is valid.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
@@ -33,7 +41,10 @@ fn raise_open_file_limit() {
 /// is too small to run under: with MCL_FUTURE an allocation past the limit would fail.
 fn lock_memory() {
     const ENOUGH: u64 = 1 << 30;
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `limit` is a valid out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
     if limit.rlim_cur != libc::RLIM_INFINITY && (limit.rlim_cur as u64) < ENOUGH {
@@ -48,6 +59,9 @@ fn lock_memory() {
     if rc == 0 {
         log::info!("memory is locked: keys are never written to swap");
     } else {
-        log::warn!("memory is not locked: mlockall failed: {}", std::io::Error::last_os_error());
+        log::warn!(
+            "memory is not locked: mlockall failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

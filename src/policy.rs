@@ -35,21 +35,32 @@ impl Rule {
     pub fn parse(text: &str) -> Result<Rule, String> {
         let text = text.trim();
         if !text.starts_with('/') {
-            return Err(format!("policy rule '{text}' must be an API path starting with '/', e.g. /v1/key/generate/my-app*"));
+            return Err(format!(
+                "policy rule '{text}' must be an API path starting with '/', e.g. /v1/key/generate/my-app*"
+            ));
         }
         if let Err(e) = check_syntax(text.as_bytes()) {
             return Err(format!("policy rule '{text}': {e}"));
         }
-        let pattern = match ROUTES.iter().find(|r| r.is_prefix() && r.path.strip_suffix('/') == Some(text)) {
+        let pattern = match ROUTES
+            .iter()
+            .find(|r| r.is_prefix() && r.path.strip_suffix('/') == Some(text))
+        {
             Some(route) => format!("{}*", route.path),
             None => text.to_string(),
         };
-        if !ROUTES.iter().any(|route| could_match(pattern.as_bytes(), route)) {
+        if !ROUTES
+            .iter()
+            .any(|route| could_match(pattern.as_bytes(), route))
+        {
             return Err(format!(
                 "policy rule '{text}' matches no API path, so it would never apply; check the spelling against 'kes status --api' (e.g. /v1/key/generate/*)"
             ));
         }
-        Ok(Rule { text: text.to_string(), pattern })
+        Ok(Rule {
+            text: text.to_string(),
+            pattern,
+        })
     }
 
     /// Whether this rule matches the request `path` (without query string).
@@ -158,7 +169,9 @@ fn glob(p: &[u8], t: &[u8], open_end: bool) -> bool {
         _ if t.is_empty() => false,
         b'?' => t[0] != b'/' && glob(&p[1..], &t[1..], open_end),
         b'[' => match class_end(p, 0) {
-            Some(end) => t[0] != b'/' && class_admits(p, 0, end, t[0]) && glob(&p[end..], &t[1..], open_end),
+            Some(end) => {
+                t[0] != b'/' && class_admits(p, 0, end, t[0]) && glob(&p[end..], &t[1..], open_end)
+            }
             None => false,
         },
         b'\\' => p.len() > 1 && p[1] == t[0] && glob(&p[2..], &t[1..], open_end),
@@ -174,7 +187,9 @@ fn can_match_some_name(p: &[u8]) -> bool {
             b'*' => i += 1,
             b'?' => i += 1,
             b'[' => {
-                let Some(end) = class_end(p, i) else { return false };
+                let Some(end) = class_end(p, i) else {
+                    return false;
+                };
                 if !(0u8..128).any(|c| valid_name_char(c) && class_admits(p, i, end, c)) {
                     return false;
                 }
@@ -229,10 +244,20 @@ pub enum Verdict {
 }
 
 impl Authorizer {
-    pub fn new(admin: Option<String>, policies: &BTreeMap<String, crate::config::PolicyConfig>) -> Authorizer {
-        let mut out = Authorizer { admin, ..Authorizer::default() };
+    pub fn new(
+        admin: Option<String>,
+        policies: &BTreeMap<String, crate::config::PolicyConfig>,
+    ) -> Authorizer {
+        let mut out = Authorizer {
+            admin,
+            ..Authorizer::default()
+        };
         for (name, cfg) in policies {
-            let policy = Arc::new(Policy { name: name.clone(), allow: cfg.allow.clone(), deny: cfg.deny.clone() });
+            let policy = Arc::new(Policy {
+                name: name.clone(),
+                allow: cfg.allow.clone(),
+                deny: cfg.deny.clone(),
+            });
             for id in &cfg.identities {
                 out.by_identity.insert(id.clone(), policy.clone());
             }
@@ -262,8 +287,11 @@ impl Authorizer {
 
     /// Every assigned identity with its policy, sorted by identity.
     pub fn assignments(&self) -> Vec<(&str, &str)> {
-        let mut out: Vec<(&str, &str)> =
-            self.by_identity.iter().map(|(id, p)| (id.as_str(), p.name.as_str())).collect();
+        let mut out: Vec<(&str, &str)> = self
+            .by_identity
+            .iter()
+            .map(|(id, p)| (id.as_str(), p.name.as_str()))
+            .collect();
         out.sort_unstable();
         out
     }

@@ -31,10 +31,18 @@ impl Live {
             .iter()
             .map(|route| {
                 let o = config.api.get(route.path).copied().unwrap_or_default();
-                RouteSettings { skip_auth: o.skip_auth, timeout: o.timeout.or(route.timeout) }
+                RouteSettings {
+                    skip_auth: o.skip_auth,
+                    timeout: o.timeout.or(route.timeout),
+                }
             })
             .collect();
-        Live { config, auth, route_settings, tls }
+        Live {
+            config,
+            auth,
+            route_settings,
+            tls,
+        }
     }
 }
 

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 use crate::api::PeerIdentity;
 
@@ -33,7 +35,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Builds the server's TLS config from PEM files.
-pub fn server_config(cert: &Path, key: &Path, client: &ClientAuth) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client: &ClientAuth,
+) -> Result<Arc<ServerConfig>, String> {
     let chain = load_certs(cert)?;
     check_server_sans(cert, &chain[0])?;
     let key = load_key(key)?;
@@ -41,17 +47,31 @@ pub fn server_config(cert: &Path, key: &Path, client: &ClientAuth) -> Result<Arc
     let verifier: Arc<dyn ClientCertVerifier> = if client.verify {
         let roots = Arc::new(load_roots(client.ca.as_deref())?);
         let builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
-        let builder = if client.optional { builder.allow_unauthenticated() } else { builder };
-        builder.build().map_err(|e| format!("cannot set up client certificate verification: {e}"))?
+        let builder = if client.optional {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        builder
+            .build()
+            .map_err(|e| format!("cannot set up client certificate verification: {e}"))?
     } else {
-        Arc::new(AnyClientCert { mandatory: !client.optional, algorithms: provider.signature_verification_algorithms })
+        Arc::new(AnyClientCert {
+            mandatory: !client.optional,
+            algorithms: provider.signature_verification_algorithms,
+        })
     };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| format!("{}: the private key does not fit the certificate: {e}", cert.display()))?;
+        .map_err(|e| {
+            format!(
+                "{}: the private key does not fit the certificate: {e}",
+                cert.display()
+            )
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Returning clients resume with a ticket and skip the full handshake.
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
@@ -61,19 +81,24 @@ pub fn server_config(cert: &Path, key: &Path, client: &ClientAuth) -> Result<Arc
 
 /// Reads every `CERTIFICATE` block of a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read certificate '{}': {e}", path.display()))?;
+    let data = std::fs::read(path)
+        .map_err(|e| format!("cannot read certificate '{}': {e}", path.display()))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: invalid PEM certificate: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no PEM 'CERTIFICATE' block found", path.display()));
+        return Err(format!(
+            "{}: no PEM 'CERTIFICATE' block found",
+            path.display()
+        ));
     }
     Ok(certs)
 }
 
 /// Reads the first private key of a PEM file (PKCS#8, SEC1 EC or PKCS#1 RSA).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read private key '{}': {e}", path.display()))?;
+    let data = std::fs::read(path)
+        .map_err(|e| format!("cannot read private key '{}': {e}", path.display()))?;
     if String::from_utf8_lossy(&data).contains("ENCRYPTED") {
         return Err(format!(
             "{}: encrypted private keys are not supported; decrypt it with 'openssl pkey -in KEY -out KEY.plain'",
@@ -99,20 +124,28 @@ fn load_roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
             files
         }
         Some(file) => vec![file.to_path_buf()],
-        None => ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
-            .iter()
-            .map(PathBuf::from)
-            .filter(|p| p.is_file())
-            .take(1)
-            .collect(),
+        None => [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .take(1)
+        .collect(),
     };
     for file in &files {
         for cert in load_certs(file)? {
-            roots.add(cert).map_err(|e| format!("{}: unusable CA certificate: {e}", file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: unusable CA certificate: {e}", file.display()))?;
         }
     }
     if roots.is_empty() {
-        return Err("client certificate verification is on but no CA certificate was found: set 'tls.ca'".into());
+        return Err(
+            "client certificate verification is on but no CA certificate was found: set 'tls.ca'"
+                .into(),
+        );
     }
     Ok(roots)
 }
@@ -121,14 +154,25 @@ fn load_roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
 /// could not verify them anyway.
 fn check_server_sans(path: &Path, leaf: &CertificateDer) -> Result<(), String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| format!("{}: invalid certificate: {e}", path.display()))?;
-    let has_san = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
-        san.value.general_names.iter().any(|n| matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_)))
-    });
+    let (_, cert) = X509Certificate::from_der(leaf)
+        .map_err(|e| format!("{}: invalid certificate: {e}", path.display()))?;
+    let has_san = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value
+                .general_names
+                .iter()
+                .any(|n| matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_)))
+        });
     if has_san {
         Ok(())
     } else {
-        Err(format!("{}: certificate does not contain any DNS or IP address as SAN", path.display()))
+        Err(format!(
+            "{}: certificate does not contain any DNS or IP address as SAN",
+            path.display()
+        ))
     }
 }
 
@@ -140,7 +184,10 @@ pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> PeerIdentity {
         Some(certs) if !certs.is_empty() => certs,
         _ => return PeerIdentity::Missing,
     };
-    let infos: Vec<_> = certs.iter().filter_map(|c| crate::identity::of_cert_der(c).ok()).collect();
+    let infos: Vec<_> = certs
+        .iter()
+        .filter_map(|c| crate::identity::of_cert_der(c).ok())
+        .collect();
     if certs.len() == 1 {
         return match infos.into_iter().next() {
             Some(info) => PeerIdentity::One(info.identity),

@@ -9,7 +9,10 @@ use crate::http::Response;
 pub fn describe(ctx: &Ctx) -> Response {
     let id = ctx.resource;
     if !valid_name(id) {
-        return Response::error(400, &format!("identity '{id}' is empty, too long or contains invalid characters"));
+        return Response::error(
+            400,
+            &format!("identity '{id}' is empty, too long or contains invalid characters"),
+        );
     }
     let created_at = ctx.state.started_rfc3339();
     if ctx.live.auth.is_admin(id) {
@@ -29,8 +32,16 @@ pub fn describe(ctx: &Ctx) -> Response {
 }
 
 pub fn list(ctx: &Ctx) -> Response {
-    let Some(prefix) = list_prefix(ctx.resource) else { return invalid_pattern(ctx.resource) };
-    let mut ids: Vec<&str> = ctx.live.auth.assignments().into_iter().map(|(id, _)| id).collect();
+    let Some(prefix) = list_prefix(ctx.resource) else {
+        return invalid_pattern(ctx.resource);
+    };
+    let mut ids: Vec<&str> = ctx
+        .live
+        .auth
+        .assignments()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     if let Some(admin) = ctx.live.auth.admin.as_deref() {
         ids.push(admin);
     }
@@ -40,17 +51,22 @@ pub fn list(ctx: &Ctx) -> Response {
 }
 
 /// Describes the caller. For non-admins the last release answers 404 by mistake (it
-/// looks up the empty resource); we answer with the shape its SDK decodes.
+/// looks up the empty resource). The answer here is the one shape both SDK generations
+/// decode: the 2023 SDK reads `policy_name`, the last one the `allow`/`deny` maps; a
+/// `policy` field would break one of them whichever type it had.
 pub fn self_describe(ctx: &Ctx) -> Response {
     let id = ctx.identity;
     let created_at = ctx.state.started_rfc3339();
     if ctx.live.auth.is_admin(id) {
-        return Response::json(200, &json!({ "identity": id, "admin": true, "created_at": created_at }));
+        return Response::json(
+            200,
+            &json!({ "identity": id, "admin": true, "created_at": created_at }),
+        );
     }
     let Some(policy) = ctx.live.auth.policy_of(id) else {
         return fail(errors::IDENTITY_NOT_FOUND);
     };
-    let mut body = json!({ "identity": id, "policy": policy.name });
+    let mut body = json!({ "identity": id, "policy_name": policy.name });
     if !policy.allow.is_empty() {
         body["allow"] = rules_object(&policy.allow);
     }

@@ -7,16 +7,36 @@ fn not_yet(_: &Ctx) -> Response {
     Response::error(501, "not implemented")
 }
 
-pub fn create(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn import(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn describe(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn list(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn delete(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn encrypt(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn generate(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn decrypt(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn bulk_decrypt(ctx: &Ctx) -> Response { not_yet(ctx) }
-pub fn hmac(ctx: &Ctx) -> Response { not_yet(ctx) }
+pub fn create(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn import(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn describe(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn list(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn delete(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn encrypt(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn generate(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn decrypt(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn bulk_decrypt(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
+pub fn hmac(ctx: &Ctx) -> Response {
+    not_yet(ctx)
+}
 
 /// Creates `name` unless it exists (the `keys:` section of the config).
 pub fn ensure_key(_keystore: &dyn crate::keystore::KeyStore, _name: &str) -> Result<(), String> {

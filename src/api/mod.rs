@@ -28,7 +28,8 @@ pub mod errors {
     pub const POLICY_NOT_FOUND: (u16, &str) = (404, "policy does not exist");
     pub const IDENTITY_NOT_FOUND: (u16, &str) = (404, "identity does not exist");
     pub const NO_CERTIFICATE: (u16, &str) = (400, "tls: client certificate is required");
-    pub const MANY_CERTIFICATES: (u16, &str) = (400, "tls: received more than one client certificate");
+    pub const MANY_CERTIFICATES: (u16, &str) =
+        (400, "tls: received more than one client certificate");
 }
 
 /// Builds the error response for one of [`errors`].
@@ -77,14 +78,21 @@ pub fn preflight(req: &Request, body_len: Option<u64>) -> Result<Routed, Respons
     if !route.method.accepts(&req.method) {
         return Err(Response::error(
             405,
-            &format!("received method '{}' expected '{}'", req.method, route.method.as_str()),
+            &format!(
+                "received method '{}' expected '{}'",
+                req.method,
+                route.method.as_str()
+            ),
         )
         .with_header("Accept", route.method.as_str()));
     }
     if body_len.is_some_and(|n| n > route.max_body as u64) {
         return Err(Response::error(413, "request body too large"));
     }
-    Ok(Routed { route: index, resource_start: req.path.len() - resource.len() })
+    Ok(Routed {
+        route: index,
+        resource_start: req.path.len() - resource.len(),
+    })
 }
 
 /// The identity a connection presented, computed once per connection.
@@ -99,7 +107,14 @@ pub enum PeerIdentity {
 }
 
 /// Authorizes and runs the routed request.
-pub fn serve(state: &State, live: &Live, routed: Routed, req: &Request, peer: IpAddr, who: &PeerIdentity) -> Response {
+pub fn serve(
+    state: &State,
+    live: &Live,
+    routed: Routed,
+    req: &Request,
+    peer: IpAddr,
+    who: &PeerIdentity,
+) -> Response {
     let route = routed.route();
     let settings = live.route_settings[routed.route];
     let auth = match route.auth {
@@ -146,10 +161,14 @@ pub fn valid_name(name: &str) -> bool {
 /// Returns the prefix, or `None` if the pattern is invalid.
 pub fn list_prefix(pattern: &str) -> Option<&str> {
     let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
-    (prefix.is_empty() || (prefix.len() <= 80 && prefix.bytes().all(valid_name_char))).then_some(prefix)
+    (prefix.is_empty() || (prefix.len() <= 80 && prefix.bytes().all(valid_name_char)))
+        .then_some(prefix)
 }
 
 /// The 400 answer for an invalid listing pattern.
 pub fn invalid_pattern(pattern: &str) -> Response {
-    Response::error(400, &format!("listing pattern '{pattern}' is empty, too long or is invalid"))
+    Response::error(
+        400,
+        &format!("listing pattern '{pattern}' is empty, too long or is invalid"),
+    )
 }

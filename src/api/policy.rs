@@ -10,10 +10,18 @@ fn lookup<'a>(ctx: &'a Ctx) -> Result<&'a Policy, Response> {
     if !valid_name(ctx.resource) {
         return Err(Response::error(
             400,
-            &format!("policy name '{}' is empty, too long or contains invalid characters", ctx.resource),
+            &format!(
+                "policy name '{}' is empty, too long or contains invalid characters",
+                ctx.resource
+            ),
         ));
     }
-    ctx.live.auth.policies.get(ctx.resource).map(|p| p.as_ref()).ok_or_else(|| fail(errors::POLICY_NOT_FOUND))
+    ctx.live
+        .auth
+        .policies
+        .get(ctx.resource)
+        .map(|p| p.as_ref())
+        .ok_or_else(|| fail(errors::POLICY_NOT_FOUND))
 }
 
 /// Who created the config's policies: the admin, as the last release reports.
@@ -33,7 +41,12 @@ pub fn describe(ctx: &Ctx) -> Response {
 
 /// Rules as the last release writes them: object keys with empty-object values.
 pub fn rules_object(rules: &[crate::policy::Rule]) -> Value {
-    Value::Object(rules.iter().map(|r| (r.text.clone(), json!({}))).collect::<Map<_, _>>())
+    Value::Object(
+        rules
+            .iter()
+            .map(|r| (r.text.clone(), json!({})))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 pub fn read(ctx: &Ctx) -> Response {
@@ -54,8 +67,16 @@ pub fn read(ctx: &Ctx) -> Response {
 }
 
 pub fn list(ctx: &Ctx) -> Response {
-    let Some(prefix) = list_prefix(ctx.resource) else { return invalid_pattern(ctx.resource) };
-    let names: Vec<&str> =
-        ctx.live.auth.policies.keys().map(String::as_str).filter(|n| n.starts_with(prefix)).collect();
+    let Some(prefix) = list_prefix(ctx.resource) else {
+        return invalid_pattern(ctx.resource);
+    };
+    let names: Vec<&str> = ctx
+        .live
+        .auth
+        .policies
+        .keys()
+        .map(String::as_str)
+        .filter(|n| n.starts_with(prefix))
+        .collect();
     Response::json(200, &json!({ "names": names, "continue_at": "" }))
 }

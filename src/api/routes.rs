@@ -165,11 +165,20 @@ mod tests {
     #[test]
     fn lookup_resolves_prefix_and_exact_routes() {
         let create = find_exact("/v1/key/create/").unwrap();
-        assert_eq!(lookup("/v1/key/create/my-key"), Lookup::Found(create, "my-key"));
-        assert_eq!(lookup("/v1/key/create"), Lookup::Redirect("/v1/key/create/"));
+        assert_eq!(
+            lookup("/v1/key/create/my-key"),
+            Lookup::Found(create, "my-key")
+        );
+        assert_eq!(
+            lookup("/v1/key/create"),
+            Lookup::Redirect("/v1/key/create/")
+        );
         let list = find_exact("/v1/key/list/").unwrap();
         assert_eq!(lookup("/v1/key/list"), Lookup::Found(list, ""));
-        assert_eq!(lookup("/v1/status"), Lookup::Found(find_exact("/v1/status").unwrap(), ""));
+        assert_eq!(
+            lookup("/v1/status"),
+            Lookup::Found(find_exact("/v1/status").unwrap(), "")
+        );
         assert_eq!(lookup("/v1/status/x"), Lookup::NotFound);
         assert_eq!(lookup("/v1/nothing"), Lookup::NotFound);
         let bulk = find_exact("/v1/key/bulk/decrypt/").unwrap();

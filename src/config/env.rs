@@ -33,7 +33,9 @@ pub fn substitute(raw: &str) -> Result<String, String> {
         return Err("empty env variable name in '${}'".into());
     }
     std::env::var(name).map_err(|_| {
-        format!("referenced env variable '{name}' is not set; export it or write the value in the file")
+        format!(
+            "referenced env variable '{name}' is not set; export it or write the value in the file"
+        )
     })
 }
 
@@ -120,7 +122,9 @@ fn parse_duration(s: &str) -> Option<Duration> {
         }
         let value: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -165,7 +169,9 @@ impl FromStr for LogLevel {
         let (base, offset) = match upper.split_once('+') {
             Some((base, n)) => (base.trim(), n.trim().parse::<i32>().ok()),
             None => match upper.split_once('-') {
-                Some((base, n)) if !base.is_empty() => (base.trim(), n.trim().parse::<i32>().ok().map(|n| -n)),
+                Some((base, n)) if !base.is_empty() => {
+                    (base.trim(), n.trim().parse::<i32>().ok().map(|n| -n))
+                }
                 _ => (upper.as_str(), Some(0)),
             },
         };
@@ -231,7 +237,10 @@ mod tests {
         unsafe { std::env::set_var("KES_TEST_ENV_SUBST", "value") };
         assert_eq!(substitute("${KES_TEST_ENV_SUBST}").unwrap(), "value");
         assert_eq!(substitute("  ${ KES_TEST_ENV_SUBST } ").unwrap(), "value");
-        assert_eq!(substitute("a${KES_TEST_ENV_SUBST}").unwrap(), "a${KES_TEST_ENV_SUBST}");
+        assert_eq!(
+            substitute("a${KES_TEST_ENV_SUBST}").unwrap(),
+            "a${KES_TEST_ENV_SUBST}"
+        );
         assert!(substitute("${KES_TEST_ENV_SURELY_UNSET}").is_err());
     }
 }

@@ -206,7 +206,9 @@ impl<'de> Deserialize<'de> for Unsupported {
 pub enum KeyStoreConfig {
     /// No keystore section: only `--dev` allows it (keys in memory).
     Memory,
-    Fs { path: PathBuf },
+    Fs {
+        path: PathBuf,
+    },
     CipherTrust(CipherTrustSettings),
 }
 
@@ -340,7 +342,10 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 /// The first line (1-based) where `key:` starts at column 0.
 fn top_level_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
-        .position(|l| l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(':')))
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
         .map(|i| i + 1)
 }
 
@@ -351,17 +356,27 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
         if version.0.trim() != "v1" {
             return Err((
                 top_level_line(text, "version"),
-                format!("version: unsupported config version '{}': only 'v1' exists", version.0),
+                format!(
+                    "version: unsupported config version '{}': only 'v1' exists",
+                    version.0
+                ),
             ));
         }
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let relative = |p: &str| -> PathBuf {
         let p = Path::new(p.trim());
-        if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
     };
 
-    let admin_text = match (&file.root, file.admin.as_ref().and_then(|a| a.identity.as_ref())) {
+    let admin_text = match (
+        &file.root,
+        file.admin.as_ref().and_then(|a| a.identity.as_ref()),
+    ) {
         (Some(_), Some(_)) => {
             return Err((
                 top_level_line(text, "root"),
@@ -396,13 +411,27 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
     let tls = file.tls.unwrap_or_default();
     let tls_key = match &tls.key {
         Some(k) if !k.0.trim().is_empty() => relative(&k.0),
-        _ => return Err((top_level_line(text, "tls"), "tls.key: no private key: set 'tls.key' to a PEM file".into())),
+        _ => {
+            return Err((
+                top_level_line(text, "tls"),
+                "tls.key: no private key: set 'tls.key' to a PEM file".into(),
+            ));
+        }
     };
     let tls_cert = match &tls.cert {
         Some(c) if !c.0.trim().is_empty() => relative(&c.0),
-        _ => return Err((top_level_line(text, "tls"), "tls.cert: no certificate: set 'tls.cert' to a PEM file".into())),
+        _ => {
+            return Err((
+                top_level_line(text, "tls"),
+                "tls.cert: no certificate: set 'tls.cert' to a PEM file".into(),
+            ));
+        }
     };
-    let tls_ca = tls.ca.as_ref().filter(|c| !c.0.trim().is_empty()).map(|c| relative(&c.0));
+    let tls_ca = tls
+        .ca
+        .as_ref()
+        .filter(|c| !c.0.trim().is_empty())
+        .map(|c| relative(&c.0));
 
     let mut policies = BTreeMap::new();
     let mut assigned: BTreeMap<String, String> = BTreeMap::new();
@@ -429,13 +458,17 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
             if admin.as_deref() == Some(id.as_str()) {
                 return Err((
                     line_of(text, &id),
-                    format!("policy.{name}.identities: '{id}' is the admin identity, which needs no policy"),
+                    format!(
+                        "policy.{name}.identities: '{id}' is the admin identity, which needs no policy"
+                    ),
                 ));
             }
             if let Some(other) = assigned.insert(id.clone(), name.clone()) {
                 return Err((
                     line_of(text, &id),
-                    format!("policy.{name}.identities: identity '{id}' is already assigned to policy '{other}'; an identity has at most one policy"),
+                    format!(
+                        "policy.{name}.identities: identity '{id}' is already assigned to policy '{other}'; an identity has at most one policy"
+                    ),
                 ));
             }
             identities.push(id);
@@ -465,7 +498,10 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
 
     let log = file
         .log
-        .map(|l| LogConfig { error: l.error.map(|v| v.0.0), audit: l.audit.map(|v| v.0.0) })
+        .map(|l| LogConfig {
+            error: l.error.map(|v| v.0.0),
+            audit: l.audit.map(|v| v.0.0),
+        })
         .unwrap_or_default();
 
     let mut api = BTreeMap::new();
@@ -475,14 +511,21 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
                 line_of(text, &format!("{route_path}:")),
                 format!(
                     "api.{route_path}: no such API path; known paths: {}",
-                    crate::api::routes::ROUTES.iter().map(|r| r.path).collect::<Vec<_>>().join(", ")
+                    crate::api::routes::ROUTES
+                        .iter()
+                        .map(|r| r.path)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
         let timeout = section.timeout.map(|t| t.0.0).filter(|t| !t.is_zero());
         api.insert(
             route_path,
-            RouteOverride { skip_auth: section.skip_auth.is_some_and(|s| s.0), timeout },
+            RouteOverride {
+                skip_auth: section.skip_auth.is_some_and(|s| s.0),
+                timeout,
+            },
         );
     }
 
@@ -490,10 +533,16 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
     for key in file.keys.unwrap_or_default() {
         let name = key.name.0.trim().to_string();
         if !crate::api::valid_name(&name) {
-            return Err((line_of(text, &name), format!("keys: invalid key name '{name}'")));
+            return Err((
+                line_of(text, &name),
+                format!("keys: invalid key name '{name}'"),
+            ));
         }
         if keys.contains(&name) {
-            return Err((line_of(text, &name), format!("keys: key '{name}' is listed twice")));
+            return Err((
+                line_of(text, &name),
+                format!("keys: key '{name}' is listed twice"),
+            ));
         }
         keys.push(name);
     }
@@ -502,7 +551,10 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
 
     Ok(Config {
         path: Some(path.to_path_buf()),
-        address: file.address.map(|a| a.0.trim().to_string()).filter(|a| !a.is_empty()),
+        address: file
+            .address
+            .map(|a| a.0.trim().to_string())
+            .filter(|a| !a.is_empty()),
         admin,
         tls_key,
         tls_cert,
@@ -533,9 +585,14 @@ fn keystore_config(
     let mut found: Vec<KeyStoreConfig> = Vec::new();
     if let Some(fs) = section.fs {
         if fs.path.0.trim().is_empty() {
-            return Err((line_of(text, "path:"), "keystore.fs.path: empty path".into()));
+            return Err((
+                line_of(text, "path:"),
+                "keystore.fs.path: empty path".into(),
+            ));
         }
-        found.push(KeyStoreConfig::Fs { path: relative(&fs.path.0) });
+        found.push(KeyStoreConfig::Fs {
+            path: relative(&fs.path.0),
+        });
     }
     for (name, ks) in [
         ("gemalto.keysecure", section.gemalto.map(|g| g.keysecure)),
@@ -546,9 +603,15 @@ fn keystore_config(
         }
     }
     match found.len() {
-        0 => Err((line, "keystore: no keystore specified: add 'fs' or 'gemalto.keysecure'".into())),
+        0 => Err((
+            line,
+            "keystore: no keystore specified: add 'fs' or 'gemalto.keysecure'".into(),
+        )),
         1 => Ok(found.remove(0)),
-        _ => Err((line, "keystore: more than one keystore specified: keep exactly one".into())),
+        _ => Err((
+            line,
+            "keystore: more than one keystore specified: keep exactly one".into(),
+        )),
     }
 }
 
@@ -558,38 +621,56 @@ fn ciphertrust_settings(
     text: &str,
     relative: &dyn Fn(&str) -> PathBuf,
 ) -> Result<KeyStoreConfig, Invalid> {
-    let endpoint = ks.endpoint.map(|e| e.0.trim().to_string()).unwrap_or_default();
+    let endpoint = ks
+        .endpoint
+        .map(|e| e.0.trim().to_string())
+        .unwrap_or_default();
     if endpoint.is_empty() {
         return Err((
             line_of(text, "endpoint:"),
-            format!("keystore.{name}.endpoint: no endpoint: set the CipherTrust Manager URL, e.g. https://ctm.example.com"),
+            format!(
+                "keystore.{name}.endpoint: no endpoint: set the CipherTrust Manager URL, e.g. https://ctm.example.com"
+            ),
         ));
     }
     if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
         return Err((
             line_of(text, "endpoint:"),
-            format!("keystore.{name}.endpoint: '{endpoint}' is not a URL: write it as https://host[:port]"),
+            format!(
+                "keystore.{name}.endpoint: '{endpoint}' is not a URL: write it as https://host[:port]"
+            ),
         ));
     }
     let credentials = ks.credentials.unwrap_or_default();
-    let token = credentials.token.map(|t| t.0.trim().to_string()).unwrap_or_default();
+    let token = credentials
+        .token
+        .map(|t| t.0.trim().to_string())
+        .unwrap_or_default();
     if token.is_empty() {
         return Err((
             line_of(text, "token:"),
-            format!("keystore.{name}.credentials.token: no refresh token: create one with 'ksctl tokens create --issue-rt'"),
+            format!(
+                "keystore.{name}.credentials.token: no refresh token: create one with 'ksctl tokens create --issue-rt'"
+            ),
         ));
     }
     let tls = ks.tls.unwrap_or_default();
     Ok(KeyStoreConfig::CipherTrust(CipherTrustSettings {
         endpoint,
         token,
-        domain: credentials.domain.map(|d| d.0.trim().to_string()).unwrap_or_default(),
+        domain: credentials
+            .domain
+            .map(|d| d.0.trim().to_string())
+            .unwrap_or_default(),
         retry: credentials
             .retry
             .map(|r| r.0.0)
             .filter(|r| !r.is_zero())
             .unwrap_or(Duration::from_secs(5)),
-        ca: tls.ca.filter(|c| !c.0.trim().is_empty()).map(|c| relative(&c.0)),
+        ca: tls
+            .ca
+            .filter(|c| !c.0.trim().is_empty())
+            .map(|c| relative(&c.0)),
         insecure_skip_verify: tls.insecure_skip_verify.is_some_and(|v| v.0),
     }))
 }

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
+use super::Gauges;
 use crate::api::{self, PeerIdentity, Routed};
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
-use super::Gauges;
 use crate::state::State;
 
 /// Time from accept to a complete first request head (TLS handshake included), and
@@ -69,7 +69,12 @@ impl Drop for Conn {
 
 impl Conn {
     /// Sets up a freshly accepted connection; it counts as open until dropped.
-    pub fn new(sock: TcpStream, peer: SocketAddr, tls: Arc<rustls::ServerConfig>, gauges: Arc<Gauges>) -> io::Result<Conn> {
+    pub fn new(
+        sock: TcpStream,
+        peer: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        gauges: Arc<Gauges>,
+    ) -> io::Result<Conn> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
         let tls = ServerConnection::new(tls).map_err(io::Error::other)?;
@@ -87,6 +92,11 @@ impl Conn {
             served: 0,
             eof: false,
         })
+    }
+
+    /// Whether a request has started arriving but is not answered yet.
+    pub fn mid_request(&self) -> bool {
+        self.pending.is_some() || !self.inbuf.is_empty()
     }
 
     /// The deadline while waiting for the handshake or the first request.
@@ -109,7 +119,11 @@ impl Conn {
         let mut drained = self.read_socket()?;
         self.flush_tls(Instant::now() + HEADER_TIMEOUT)?;
         if self.tls.is_handshaking() {
-            return Ok(if self.eof { Next::Close } else { Next::Park(self.first_deadline()) });
+            return Ok(if self.eof {
+                Next::Close
+            } else {
+                Next::Park(self.first_deadline())
+            });
         }
         if self.who.is_none() {
             self.who = Some(crate::tls::peer_identity(self.tls.peer_certificates()));
@@ -127,11 +141,13 @@ impl Conn {
                     }
                 }
                 Step::Wait(deadline) => {
-                    return Ok(if self.eof || closing && self.pending.is_none() && self.inbuf.is_empty() {
-                        Next::Close
-                    } else {
-                        Next::Park(deadline)
-                    });
+                    return Ok(
+                        if self.eof || closing && self.pending.is_none() && self.inbuf.is_empty() {
+                            Next::Close
+                        } else {
+                            Next::Park(deadline)
+                        },
+                    );
                 }
             }
         }
@@ -179,7 +195,9 @@ impl Conn {
     }
 
     fn body_limit(&self) -> usize {
-        self.pending.as_ref().map_or(0, |p| p.routed.route().max_body)
+        self.pending
+            .as_ref()
+            .map_or(0, |p| p.routed.route().max_body)
     }
 
     fn step(&mut self, state: &State, closing: bool) -> io::Result<Step> {
@@ -208,16 +226,29 @@ impl Conn {
                     return Ok(Step::Wait(deadline));
                 }
                 Err(ChunkError::TooLarge) => {
-                    self.send(&Response::error(413, "request body too large"), true, Instant::now() + HEADER_TIMEOUT)?;
+                    self.send(
+                        &Response::error(413, "request body too large"),
+                        true,
+                        Instant::now() + HEADER_TIMEOUT,
+                    )?;
                     return Ok(Step::Close);
                 }
                 Err(ChunkError::Malformed) => {
-                    self.send(&Response::error(400, "malformed chunked request body"), true, Instant::now() + HEADER_TIMEOUT)?;
+                    self.send(
+                        &Response::error(400, "malformed chunked request body"),
+                        true,
+                        Instant::now() + HEADER_TIMEOUT,
+                    )?;
                     return Ok(Step::Close);
                 }
             },
         };
-        let Pending { mut req, routed, started, .. } = pending;
+        let Pending {
+            mut req,
+            routed,
+            started,
+            ..
+        } = pending;
         req.body = body;
         let response = self.dispatch(state, routed, &req);
         let close = closing || !req.keep_alive();
@@ -229,22 +260,38 @@ impl Conn {
     fn read_head(&mut self) -> io::Result<Step> {
         if self.inbuf.is_empty() {
             self.head_started = None;
-            let deadline = if self.served == 0 { self.first_deadline() } else { Instant::now() + IDLE_TIMEOUT };
+            let deadline = if self.served == 0 {
+                self.first_deadline()
+            } else {
+                Instant::now() + IDLE_TIMEOUT
+            };
             return Ok(Step::Wait(deadline));
         }
         let head_started = *self.head_started.get_or_insert_with(Instant::now);
         let (req, head_len) = match http::parse_head(&self.inbuf) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => {
-                let start = if self.served == 0 { self.accepted } else { head_started };
+                let start = if self.served == 0 {
+                    self.accepted
+                } else {
+                    head_started
+                };
                 return Ok(Step::Wait(start + HEADER_TIMEOUT));
             }
             Err(HeadError::TooLarge) => {
-                self.send(&Response::error(431, "request header fields too large"), true, Instant::now() + HEADER_TIMEOUT)?;
+                self.send(
+                    &Response::error(431, "request header fields too large"),
+                    true,
+                    Instant::now() + HEADER_TIMEOUT,
+                )?;
                 return Ok(Step::Close);
             }
             Err(HeadError::Malformed(msg)) => {
-                self.send(&Response::error(400, &msg), true, Instant::now() + HEADER_TIMEOUT)?;
+                self.send(
+                    &Response::error(400, &msg),
+                    true,
+                    Instant::now() + HEADER_TIMEOUT,
+                )?;
                 return Ok(Step::Close);
             }
         };
@@ -253,7 +300,11 @@ impl Conn {
         let framing = match req.framing() {
             Ok(framing) => framing,
             Err(HeadError::Malformed(msg)) => {
-                self.send(&Response::error(400, &msg), true, Instant::now() + HEADER_TIMEOUT)?;
+                self.send(
+                    &Response::error(400, &msg),
+                    true,
+                    Instant::now() + HEADER_TIMEOUT,
+                )?;
                 return Ok(Step::Close);
             }
             Err(HeadError::TooLarge) => return Ok(Step::Close),
@@ -273,11 +324,21 @@ impl Conn {
             }
         };
         if framing != BodyFraming::Length(0)
-            && req.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+            && req
+                .header("expect")
+                .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
         {
-            self.write_plain(b"HTTP/1.1 100 Continue\r\n\r\n", Instant::now() + HEADER_TIMEOUT)?;
+            self.write_plain(
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                Instant::now() + HEADER_TIMEOUT,
+            )?;
         }
-        self.pending = Some(Pending { req, routed, framing, started: Instant::now() });
+        self.pending = Some(Pending {
+            req,
+            routed,
+            framing,
+            started: Instant::now(),
+        });
         Ok(Step::Again)
     }
 
@@ -285,7 +346,10 @@ impl Conn {
         let live = state.live();
         let who = self.who.clone().unwrap_or(PeerIdentity::Missing);
         let peer = self.peer.ip();
-        catch_unwind(AssertUnwindSafe(|| api::serve(state, &live, routed, req, peer, &who))).unwrap_or_else(|_| {
+        catch_unwind(AssertUnwindSafe(|| {
+            api::serve(state, &live, routed, req, peer, &who)
+        }))
+        .unwrap_or_else(|_| {
             log::error!("internal error while serving {} {}", req.method, req.path);
             Response::error(500, "internal server error")
         })
@@ -315,7 +379,9 @@ impl Conn {
         while self.tls.wants_write() {
             match self.tls.write_tls(&mut self.sock) {
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(&self.sock, deadline)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_writable(&self.sock, deadline)?
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -331,7 +397,9 @@ enum Step {
 }
 
 fn timeout_of(state: &State, routed: &Routed) -> Duration {
-    state.live().route_settings[routed.route].timeout.unwrap_or(Duration::from_secs(3600))
+    state.live().route_settings[routed.route]
+        .timeout
+        .unwrap_or(Duration::from_secs(3600))
 }
 
 /// Blocks until the socket can take more bytes, or fails at `deadline`: a client that
@@ -339,15 +407,26 @@ fn timeout_of(state: &State, routed: &Routed) -> Duration {
 fn wait_writable(sock: &TcpStream, deadline: Instant) -> io::Result<()> {
     let now = Instant::now();
     if now >= deadline {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "client does not read its response"));
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client does not read its response",
+        ));
     }
     let millis = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-    let mut fd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    let mut fd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
     // SAFETY: `fd` is a valid pollfd for the duration of the call.
     let rc = unsafe { libc::poll(&mut fd, 1, millis) };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(())
+        } else {
+            Err(e)
+        };
     }
     Ok(())
 }

@@ -24,19 +24,30 @@ impl Dev {
     pub fn create() -> Result<Dev, String> {
         let dir = private_temp_dir()?;
         let server_key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).map_err(|e| e.to_string())?;
-        params.distinguished_name.push(DnType::CommonName, "localhost");
-        params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().expect("literal IP")));
-        params.subject_alt_names.push(SanType::IpAddress("::1".parse().expect("literal IP")));
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string()]).map_err(|e| e.to_string())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("literal IP")));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("::1".parse().expect("literal IP")));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = params.self_signed(&server_key).map_err(|e| e.to_string())?;
 
         let admin_key = KeyPair::generate().map_err(|e| e.to_string())?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-        params.distinguished_name.push(DnType::CommonName, "kes-dev-admin");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kes-dev-admin");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = params.self_signed(&admin_key).map_err(|e| e.to_string())?;
-        let admin = crate::identity::of_cert_der(admin_cert.der()).map_err(|e| e.to_string())?.identity;
+        let admin = crate::identity::of_cert_der(admin_cert.der())
+            .map_err(|e| e.to_string())?
+            .identity;
 
         write_private(&dir.join("server.key"), &server_key.serialize_pem())?;
         write_private(&dir.join("server.cert"), &server_cert.pem())?;
@@ -107,7 +118,12 @@ fn private_temp_dir() -> Result<PathBuf, String> {
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 15 => continue,
-            Err(e) => return Err(format!("cannot create a private directory in {}: {e}", base.display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot create a private directory in {}: {e}",
+                    base.display()
+                ));
+            }
         }
     }
     Err("cannot create a private temporary directory".into())
@@ -121,5 +137,6 @@ fn write_private(path: &Path, contents: &str) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(contents.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    file.write_all(contents.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

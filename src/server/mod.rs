@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use polling::{Event, Events, Poller};
 
-pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 use conn::{Conn, Next};
+pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 
 use crate::state::State;
 
@@ -41,7 +41,11 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         let cores = thread::available_parallelism().map_or(2, |n| n.get());
-        Limits { workers: (4 * cores).clamp(4, 64), max_connections: 4096, grace: Duration::from_secs(10) }
+        Limits {
+            workers: (4 * cores).clamp(4, 64),
+            max_connections: 4096,
+            grace: Duration::from_secs(10),
+        }
     }
 }
 
@@ -63,14 +67,17 @@ struct Shared {
     state: Arc<State>,
     poller: Poller,
     parked: Mutex<Parked>,
+    /// No new connections; connections close once their request is answered.
     closing: AtomicBool,
+    /// Grace period over: the poller stops.
+    stopped: AtomicBool,
     gauges: Arc<Gauges>,
 }
 
 impl Shared {
     /// Hands a connection to the poller until it is readable or `deadline` passes.
     fn park(&self, conn: Conn, deadline: Instant) {
-        if self.closing.load(Ordering::Acquire) {
+        if self.closing.load(Ordering::Acquire) && !conn.mid_request() {
             return; // dropped: closed
         }
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,11 +97,19 @@ impl Shared {
         Some(conn)
     }
 
-    /// Closes parked connections whose deadline has passed (or all, when closing).
+    /// Closes parked connections whose deadline has passed, and while closing those
+    /// between requests; `all` closes every one.
     fn sweep(&self, now: Instant, all: bool) {
+        let closing = self.closing.load(Ordering::Acquire);
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let expired: Vec<usize> =
-            parked.conns.iter().filter(|(_, (_, deadline))| all || *deadline <= now).map(|(k, _)| *k).collect();
+        let expired: Vec<usize> = parked
+            .conns
+            .iter()
+            .filter(|(_, (conn, deadline))| {
+                all || *deadline <= now || closing && !conn.mid_request()
+            })
+            .map(|(k, _)| *k)
+            .collect();
         for key in expired {
             if let Some((conn, _)) = parked.conns.remove(&key) {
                 let _ = self.poller.delete(&conn.sock);
@@ -112,13 +127,22 @@ pub struct Server {
 
 impl Server {
     /// Starts serving `listener` with `state`.
-    pub fn start(listener: TcpListener, state: Arc<State>, limits: Limits, gauges: Arc<Gauges>) -> std::io::Result<Server> {
+    pub fn start(
+        listener: TcpListener,
+        state: Arc<State>,
+        limits: Limits,
+        gauges: Arc<Gauges>,
+    ) -> std::io::Result<Server> {
         listener.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             state,
             poller: Poller::new()?,
-            parked: Mutex::new(Parked { conns: HashMap::new(), next_key: 0 }),
+            parked: Mutex::new(Parked {
+                conns: HashMap::new(),
+                next_key: 0,
+            }),
             closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             gauges,
         });
         let (work_tx, work_rx) = channel::<Conn>();
@@ -126,30 +150,57 @@ impl Server {
         let mut threads = Vec::new();
         for i in 0..limits.workers.max(1) {
             let (shared, work_rx) = (shared.clone(), work_rx.clone());
-            threads.push(thread::Builder::new().name(format!("kes-worker-{i}")).spawn(move || worker(&shared, &work_rx))?);
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("kes-worker-{i}"))
+                    .spawn(move || worker(&shared, &work_rx))?,
+            );
         }
         {
             let shared = shared.clone();
-            threads.push(thread::Builder::new().name("kes-poller".into()).spawn(move || poll_loop(&shared, &work_tx))?);
+            threads.push(
+                thread::Builder::new()
+                    .name("kes-poller".into())
+                    .spawn(move || poll_loop(&shared, &work_tx))?,
+            );
         }
         {
             let shared = shared.clone();
             let max = limits.max_connections;
-            threads.push(thread::Builder::new().name("kes-acceptor".into()).spawn(move || accept_loop(&shared, listener, max))?);
+            threads.push(
+                thread::Builder::new()
+                    .name("kes-acceptor".into())
+                    .spawn(move || accept_loop(&shared, listener, max))?,
+            );
         }
-        Ok(Server { shared, threads, grace: limits.grace })
+        Ok(Server {
+            shared,
+            threads,
+            grace: limits.grace,
+        })
     }
 
     /// Stops accepting, closes idle connections, lets requests in flight finish (at most
     /// the grace period), then returns.
     pub fn shutdown(self) {
-        self.shared.closing.store(true, Ordering::Release);
-        let _ = self.shared.poller.notify();
+        let shared = &self.shared;
+        shared.closing.store(true, Ordering::Release);
+        let _ = shared.poller.notify();
         let deadline = Instant::now() + self.grace;
-        while self.shared.gauges.busy_workers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        let in_flight = || {
+            shared.gauges.busy_workers.load(Ordering::Acquire) > 0
+                || !shared
+                    .parked
+                    .lock()
+                    .map(|p| p.conns.is_empty())
+                    .unwrap_or(true)
+        };
+        while in_flight() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
-        self.shared.sweep(Instant::now(), true);
+        shared.stopped.store(true, Ordering::Release);
+        let _ = shared.poller.notify();
+        shared.sweep(Instant::now(), true);
         drop(self.threads);
     }
 
@@ -161,7 +212,11 @@ impl Server {
 fn accept_loop(shared: &Shared, listener: TcpListener, max_connections: usize) {
     let mut last_refusal_log = Instant::now() - Duration::from_secs(60);
     while !shared.closing.load(Ordering::Acquire) {
-        let mut fd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut fd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: `fd` is a valid pollfd for the duration of the call.
         if unsafe { libc::poll(&mut fd, 1, 200) } <= 0 {
             continue;
@@ -180,7 +235,9 @@ fn accept_loop(shared: &Shared, listener: TcpListener, max_connections: usize) {
             if gauges.open_connections.load(Ordering::Acquire) >= max_connections {
                 gauges.refused_connections.fetch_add(1, Ordering::Relaxed);
                 if last_refusal_log.elapsed() >= Duration::from_secs(10) {
-                    log::warn!("too many open connections ({max_connections}): refusing new ones, e.g. from {peer}");
+                    log::warn!(
+                        "too many open connections ({max_connections}): refusing new ones, e.g. from {peer}"
+                    );
                     last_refusal_log = Instant::now();
                 }
                 drop(sock);
@@ -203,8 +260,10 @@ fn poll_loop(shared: &Shared, work_tx: &Sender<Conn>) {
     let mut last_sweep = Instant::now();
     loop {
         events.clear();
-        let _ = shared.poller.wait(&mut events, Some(Duration::from_millis(250)));
-        if shared.closing.load(Ordering::Acquire) {
+        let _ = shared
+            .poller
+            .wait(&mut events, Some(Duration::from_millis(250)));
+        if shared.stopped.load(Ordering::Acquire) {
             shared.sweep(Instant::now(), true);
             return;
         }
@@ -216,7 +275,9 @@ fn poll_loop(shared: &Shared, work_tx: &Sender<Conn>) {
             }
         }
         let now = Instant::now();
-        if now.duration_since(last_sweep) >= Duration::from_millis(250) {
+        if shared.closing.load(Ordering::Acquire)
+            || now.duration_since(last_sweep) >= Duration::from_millis(250)
+        {
             shared.sweep(now, false);
             last_sweep = now;
         }

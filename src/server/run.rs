@@ -62,14 +62,23 @@ fn parse_flags(args: Vec<OsString>) -> Result<Option<Flags>, String> {
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let text = |parser: &mut lexopt::Parser| -> Result<String, String> {
-            parser.value().map_err(|e| e.to_string())?.into_string().map_err(|_| "argument is not valid text".to_string())
+            parser
+                .value()
+                .map_err(|e| e.to_string())?
+                .into_string()
+                .map_err(|_| "argument is not valid text".to_string())
         };
         match arg {
             Long("config") => flags.config = Some(text(&mut parser)?.into()),
             Long("addr") => flags.addr = Some(text(&mut parser)?),
             Long("auth") => {
                 let value = text(&mut parser)?;
-                flags.auth = Some(value.parse::<crate::config::AuthMode>().map_err(|e| format!("--auth: {e}"))?.0);
+                flags.auth = Some(
+                    value
+                        .parse::<crate::config::AuthMode>()
+                        .map_err(|e| format!("--auth: {e}"))?
+                        .0,
+                );
             }
             Long("dev") => flags.dev = true,
             Long("key") => flags.key = Some(text(&mut parser)?.into()),
@@ -78,11 +87,14 @@ fn parse_flags(args: Vec<OsString>) -> Result<Option<Flags>, String> {
             // Memory is always locked where permitted; the old flag is accepted.
             Long("mlock") => {}
             Long("workers") => {
-                flags.limits.workers = text(&mut parser)?.parse().map_err(|_| "--workers: not a number")?;
+                flags.limits.workers = text(&mut parser)?
+                    .parse()
+                    .map_err(|_| "--workers: not a number")?;
             }
             Long("max-connections") => {
-                flags.limits.max_connections =
-                    text(&mut parser)?.parse().map_err(|_| "--max-connections: not a number")?;
+                flags.limits.max_connections = text(&mut parser)?
+                    .parse()
+                    .map_err(|_| "--max-connections: not a number")?;
             }
             Short('h') | Long("help") => return Ok(None),
             Value(v) => {
@@ -98,7 +110,10 @@ fn parse_flags(args: Vec<OsString>) -> Result<Option<Flags>, String> {
         return Err("--dev and --config cannot be used together".into());
     }
     if !flags.dev && flags.config.is_none() {
-        return Err("no config file: use --config FILE, or --dev for a throw-away development server".into());
+        return Err(
+            "no config file: use --config FILE, or --dev for a throw-away development server"
+                .into(),
+        );
     }
     Ok(Some(flags))
 }
@@ -126,10 +141,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 fn run(flags: Flags) -> Result<(), String> {
-    let dev = if flags.dev { Some(super::dev::Dev::create()?) } else { None };
+    let dev = if flags.dev {
+        Some(super::dev::Dev::create()?)
+    } else {
+        None
+    };
     let mut config = match &dev {
         Some(dev) => dev.config(),
-        None => Config::load(flags.config.as_deref().unwrap_or(Path::new(""))).map_err(|e| e.to_string())?,
+        None => Config::load(flags.config.as_deref().unwrap_or(Path::new("")))
+            .map_err(|e| e.to_string())?,
     };
     apply_flags(&mut config, &flags);
     crate::logging::init(&config.log);
@@ -142,15 +162,23 @@ fn run(flags: Flags) -> Result<(), String> {
         .addr
         .clone()
         .or_else(|| config.address.clone())
-        .unwrap_or_else(|| if dev.is_some() { "127.0.0.1:7373".into() } else { "0.0.0.0:7373".into() });
+        .unwrap_or_else(|| {
+            if dev.is_some() {
+                "127.0.0.1:7373".into()
+            } else {
+                "0.0.0.0:7373".into()
+            }
+        });
     let addr = parse_addr(&addr)?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
     let state = Arc::new(State::new(Live::new(config, tls_config), keystore));
     let gauges = Arc::new(Gauges::default());
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("cannot handle signals: {e}"))?;
-    let server = Server::start(listener, state.clone(), flags.limits, gauges).map_err(|e| e.to_string())?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let server =
+        Server::start(listener, state.clone(), flags.limits, gauges).map_err(|e| e.to_string())?;
 
     match &dev {
         Some(dev) => dev.print_banner(local),
@@ -186,8 +214,13 @@ fn apply_flags(config: &mut Config, flags: &Flags) {
 }
 
 fn parse_addr(addr: &str) -> Result<SocketAddr, String> {
-    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
-    full.parse().map_err(|_| format!("invalid address '{addr}': use IP:PORT, e.g. 127.0.0.1:7373"))
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
+    full.parse()
+        .map_err(|_| format!("invalid address '{addr}': use IP:PORT, e.g. 127.0.0.1:7373"))
 }
 
 fn build_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -212,7 +245,8 @@ fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
 /// Creates the keys listed under `keys:` that do not exist yet.
 fn create_listed_keys(keystore: &dyn KeyStore, names: &[String]) -> Result<(), String> {
     for name in names {
-        crate::api::key::ensure_key(keystore, name).map_err(|e| format!("cannot create key '{name}' listed under 'keys:': {e}"))?;
+        crate::api::key::ensure_key(keystore, name)
+            .map_err(|e| format!("cannot create key '{name}' listed under 'keys:': {e}"))?;
     }
     Ok(())
 }
@@ -222,14 +256,16 @@ fn reload(state: &State, flags: &Flags) {
         log::info!("SIGHUP: --dev has no config file to reload");
         return;
     };
-    let result = Config::load(path).map_err(|e| e.to_string()).and_then(|mut config| {
-        apply_flags(&mut config, flags);
-        if config.keystore != state.live().config.keystore {
-            log::warn!("SIGHUP: the keystore section changed; restart kes to switch keystores");
-        }
-        let tls = build_tls(&config)?;
-        Ok(Live::new(config, tls))
-    });
+    let result = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut config| {
+            apply_flags(&mut config, flags);
+            if config.keystore != state.live().config.keystore {
+                log::warn!("SIGHUP: the keystore section changed; restart kes to switch keystores");
+            }
+            let tls = build_tls(&config)?;
+            Ok(Live::new(config, tls))
+        });
     match result {
         Ok(live) => {
             state.replace_live(live);
@@ -241,12 +277,23 @@ fn reload(state: &State, flags: &Flags) {
 
 fn print_banner(state: &State, local: SocketAddr) {
     let live = state.live();
-    let admin = live.config.admin.clone().unwrap_or_else(|| "disabled".into());
-    eprintln!("kes {} listening on https://{local}", crate::api::sys::VERSION);
+    let admin = live
+        .config
+        .admin
+        .clone()
+        .unwrap_or_else(|| "disabled".into());
+    eprintln!(
+        "kes {} listening on https://{local}",
+        crate::api::sys::VERSION
+    );
     eprintln!("  keystore: {}", state.keystore.describe());
     eprintln!("  admin:    {admin}");
     eprintln!(
         "  client certificates: {}",
-        if live.config.tls_auth.unwrap_or(false) { "verified against tls.ca (auth on)" } else { "any, identified by public key (auth off)" }
+        if live.config.tls_auth.unwrap_or(false) {
+            "verified against tls.ca (auth on)"
+        } else {
+            "any, identified by public key (auth off)"
+        }
     );
 }

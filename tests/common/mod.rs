@@ -1,116 +1,478 @@
-//! Helpers shared by the command-line integration tests.
+//! Test support: certificates made in the test, the real `kes` binary as a child
+//! process, and a small mTLS HTTP/1.1 client that talks to it as any client would.
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("kes-cli-test-{}-{label}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+pub const KES: &str = env!("CARGO_BIN_EXE_kes");
+
+/// A certificate authority made for one test, and the files it issues.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    ca_key: KeyPair,
+    ca_cert: rcgen::Certificate,
+    pub ca_path: PathBuf,
+}
+
+/// A client credential: certificate and key files, and the identity they carry.
+#[derive(Clone)]
+pub struct Credential {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub identity: String,
+    certs: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kes test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = params.self_signed(&ca_key).unwrap();
+        let ca_path = dir.path().join("ca.cert");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        Pki {
+            dir,
+            ca_key,
+            ca_cert,
+            ca_path,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.dir.path().join(name)
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost, issued by the test CA.
+    pub fn server(&self) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+        let (cert_path, key_path) = (self.path("server.cert"), self.path("server.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// A self-signed client certificate (as `kes identity new` makes).
+    pub fn client(&self, name: &str) -> Credential {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.self_signed(&key).unwrap();
+        self.save(name, &cert.pem(), &key.serialize_pem())
+    }
+
+    /// A client certificate issued by the test CA.
+    pub fn client_signed(&self, name: &str) -> Credential {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+        self.save(name, &cert.pem(), &key.serialize_pem())
+    }
+
+    /// Writes a credential given as PEM texts.
+    pub fn save(&self, name: &str, cert_pem: &str, key_pem: &str) -> Credential {
+        let (cert_path, key_path) = (
+            self.path(&format!("{name}.cert")),
+            self.path(&format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert_pem).unwrap();
+        std::fs::write(&key_path, key_pem).unwrap();
+        credential(&cert_path, &key_path)
+    }
+
+    /// A config file with this PKI's server certificate and the given body.
+    pub fn config(&self, name: &str, body: &str) -> PathBuf {
+        let (cert, key) = self.server();
+        let tls = format!("  key: {}\n  cert: {}\n", key.display(), cert.display());
+        // Into the body's own `tls:` section if it has one, else a new one.
+        let text = match body
+            .find("\ntls:\n")
+            .map(|i| i + 1)
+            .or(body.starts_with("tls:\n").then_some(0))
+        {
+            Some(at) => format!("{}tls:\n{tls}{}", &body[..at], &body[at + 5..]),
+            None => format!("tls:\n{tls}{body}"),
+        };
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
     }
 }
 
-impl Drop for TempDir {
+/// Loads a credential from PEM files.
+pub fn credential(cert_path: &Path, key_path: &Path) -> Credential {
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut std::fs::read(cert_path).unwrap().as_slice())
+            .map(|c| c.unwrap())
+            .collect();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key_path).unwrap().as_slice())
+        .unwrap()
+        .unwrap();
+    let identity = kes::identity::of_cert_der(&certs[0]).unwrap().identity;
+    Credential {
+        cert_path: cert_path.into(),
+        key_path: key_path.into(),
+        identity,
+        certs,
+        key: Arc::new(key),
+    }
+}
+
+/// A free loopback port.
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A running `kes server`, killed when dropped. Its stderr is collected.
+pub struct Kes {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: Arc<Mutex<String>>,
+    pub stdout: Arc<Mutex<String>>,
+    ca: PathBuf,
+}
+
+impl Kes {
+    /// Starts `kes server --config CONFIG --addr ADDR ARGS…` and waits until it serves.
+    pub fn start(pki: &Pki, config: &Path, args: &[&str]) -> Kes {
+        Kes::try_start(pki, config, args).unwrap_or_else(|e| panic!("kes did not start: {e}"))
+    }
+
+    pub fn try_start(pki: &Pki, config: &Path, args: &[&str]) -> Result<Kes, String> {
+        let addr = free_addr();
+        let mut cmd = Command::new(KES);
+        cmd.arg("server")
+            .arg("--config")
+            .arg(config)
+            .arg("--addr")
+            .arg(addr.to_string())
+            .args(args);
+        Kes::spawn(cmd, addr, pki.ca_path.clone())
+    }
+
+    pub fn spawn(mut cmd: Command, addr: SocketAddr, ca: PathBuf) -> Result<Kes, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = collect(child.stderr.take().unwrap());
+        let stdout = collect(child.stdout.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(format!("exited with {status}: {}", stderr.lock().unwrap()));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return Ok(Kes {
+                    child,
+                    addr,
+                    stderr,
+                    stdout,
+                    ca,
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!(
+                    "not listening after 10 s: {}",
+                    stderr.lock().unwrap()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self, who: &Credential) -> Client {
+        Client::new(self.addr, &self.ca, Some(who))
+    }
+
+    pub fn client_without_cert(&self) -> Client {
+        Client::new(self.addr, &self.ca, None)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Kes {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// Every variable the client reads, so the caller's environment cannot leak in.
-pub const CLIENT_VARS: &[&str] = &[
-    "MINIO_KES_SERVER",
-    "KES_SERVER",
-    "MINIO_KMS_KES_ENDPOINT",
-    "MINIO_KES_API_KEY",
-    "KES_API_KEY",
-    "MINIO_KMS_KES_API_KEY",
-    "MINIO_KES_KEY_FILE",
-    "KES_CLIENT_KEY",
-    "MINIO_KES_CLIENT_KEY",
-    "MINIO_KES_CERT_FILE",
-    "KES_CLIENT_CERT",
-    "MINIO_KES_CLIENT_CERT",
-    "MINIO_KES_CAPATH",
-    "KES_CAPATH",
-    "MINIO_KMS_KES_CAPATH",
-    "NO_COLOR",
-];
+fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let out = Arc::new(Mutex::new(String::new()));
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    out
+}
 
-/// `kes ARGS` run in `dir` with a clean client environment plus `env`. Standard output
-/// is a pipe, so commands print for scripts.
-pub fn kes_in<I, S>(dir: &Path, args: I, env: &[(&str, &str)]) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kes"));
-    command.current_dir(dir).args(args);
-    for var in CLIENT_VARS {
-        command.env_remove(var);
+/// Runs `kes ARGS…` to completion: (exit code, stdout, stderr).
+pub fn run_kes(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(KES)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A response as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
-    for (name, value) in env {
-        command.env(name, value);
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
-    command.output().expect("the kes binary runs")
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `message` of an error body.
+    pub fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
-pub fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
+type Stream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A keep-alive HTTPS client with an optional client certificate.
+pub struct Client {
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    stream: Option<Stream>,
 }
 
-pub fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+impl Client {
+    pub fn new(addr: SocketAddr, ca: &Path, who: Option<&Credential>) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match who {
+            Some(who) => builder
+                .with_client_auth_cert(who.certs.clone(), who.key.clone_key())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        Client {
+            addr,
+            config: Arc::new(config),
+            stream: None,
+        }
+    }
+
+    /// Opens the TLS connection (handshake included) if none is open.
+    pub fn connect(&mut self) -> std::io::Result<()> {
+        if self.stream.is_none() {
+            let sock = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+            sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+            sock.set_nodelay(true)?;
+            let conn = rustls::ClientConnection::new(
+                self.config.clone(),
+                ServerName::try_from("127.0.0.1").unwrap(),
+            )
+            .map_err(std::io::Error::other)?;
+            let mut stream = rustls::StreamOwned::new(conn, sock);
+            while stream.conn.is_handshaking() {
+                stream.conn.complete_io(&mut stream.sock)?;
+            }
+            self.stream = Some(stream);
+        }
+        Ok(())
+    }
+
+    pub fn get(&mut self, path: &str) -> Resp {
+        self.request("GET", path, &[])
+    }
+
+    pub fn post(&mut self, path: &str, body: &[u8]) -> Resp {
+        self.request("POST", path, body)
+    }
+
+    /// Sends a request and reads the response, retrying once on a connection the server
+    /// closed while idle.
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Resp {
+        self.try_request(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn try_request(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Resp> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body);
+        self.send_raw(&raw)
+    }
+
+    /// Sends raw bytes (a whole request) and reads one response.
+    pub fn send_raw(&mut self, raw: &[u8]) -> std::io::Result<Resp> {
+        self.connect()?;
+        let stream = self.stream.as_mut().unwrap();
+        stream.write_all(raw)?;
+        stream.flush()?;
+        let result = read_response(stream);
+        if result
+            .as_ref()
+            .map_or(true, |r| r.header("connection") == Some("close"))
+        {
+            self.stream = None;
+        }
+        result
+    }
+
+    /// Writes bytes without reading a response.
+    pub fn write(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        self.connect()?;
+        let stream = self.stream.as_mut().unwrap();
+        stream.write_all(raw)?;
+        stream.flush()
+    }
+
+    /// Reads one response on the open connection.
+    pub fn read_response(&mut self) -> std::io::Result<Resp> {
+        read_response(
+            self.stream
+                .as_mut()
+                .ok_or_else(|| std::io::Error::other("not connected"))?,
+        )
+    }
 }
 
-/// Asserts success and returns standard output.
-#[track_caller]
-pub fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "kes failed with {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        stdout(&output),
-        stderr(&output)
-    );
-    stdout(&output)
-}
-
-/// Asserts exit code 1 with `Error: …` on stderr and returns the message.
-#[track_caller]
-pub fn fails(output: Output) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected exit code 1\nstdout: {}\nstderr: {}",
-        stdout(&output),
-        stderr(&output)
-    );
-    let err = stderr(&output);
-    assert!(
-        err.starts_with("Error: "),
-        "stderr does not start with 'Error: ': {err}"
-    );
-    err.trim_start_matches("Error: ").trim_end().to_owned()
-}
-
-/// The DER of the first certificate of a PEM file.
-pub fn cert_der(path: &Path) -> Vec<u8> {
-    let pem = std::fs::read(path).unwrap();
-    let (_, block) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
-    block.contents
+fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head_len) =
+            resp.parse(&buf).map_err(std::io::Error::other)?
+        {
+            let status = resp.code.unwrap_or(0);
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            if status == 100 {
+                buf.drain(..head_len);
+                continue;
+            }
+            while buf.len() < head_len + len {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "truncated body",
+                    ));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok(Resp {
+                status,
+                headers,
+                body: buf[head_len..head_len + len].to_vec(),
+            });
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
