@@ -1,13 +1,13 @@
 //! The `kes` binary's commands that need no server: identities, certificates, usage,
 //! exit codes. Runs the tutorial's identity steps verbatim.
 
-mod common;
+mod cli_support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use common::{TempDir, cert_der, fails, kes_in, ok, stderr};
+use cli_support::{TempDir, cert_der, fails, kes_in, ok, stderr};
 use x509_parser::prelude::*;
 
 #[test]
@@ -173,7 +173,10 @@ fn tutorial_app_identity_and_identity_of() {
         .unwrap()
         .write_all(&std::fs::read(dir.path("app.cert")).unwrap())
         .unwrap();
-    assert_eq!(common::stdout(&child.wait_with_output().unwrap()), identity);
+    assert_eq!(
+        cli_support::stdout(&child.wait_with_output().unwrap()),
+        identity
+    );
 
     // The private key turns into the API key of the same identity.
     let api_key = ok(kes_in(&dir.0, ["identity", "app.key"], &[]));

@@ -1,14 +1,14 @@
 //! The `kes` client commands against the real `kes server`, over mTLS, with identities
 //! made by the CLI itself as the CipherTrust tutorial makes them.
 
-mod common;
+mod cli_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{TempDir, fails, kes_in, ok};
+use cli_support::{TempDir, fails, kes_in, ok};
 
 /// A running `kes server`, stopped on drop.
 struct Server {
@@ -111,8 +111,7 @@ fn setup(label: &str) -> Setup {
 }
 
 /// Writes `server-config.yml` (the tutorial's shape: `root:`, a `my-app` policy for
-/// `${APP_IDENTITY}`, plus a MinIO-style policy; no keystore, so keys live in memory)
-/// and starts
+/// `${APP_IDENTITY}`, plus a MinIO-style policy; keys in a directory) and starts
 /// `kes server --config=server-config.yml --auth=off`.
 fn start(setup: &Setup) -> Server {
     let config = format!(
@@ -139,6 +138,9 @@ policy:
     - /v1/key/*/my-app-internal*
     identities:
     - {minio}
+keystore:
+  fs:
+    path: ./keys
 "#,
         admin = setup.admin_identity,
         minio = setup.minio_identity

@@ -656,9 +656,55 @@ fn info(raw: Vec<OsString>) -> Outcome {
         }
     }
     if parsed.has("json") || !output::stdout_is_terminal() {
-        return output::print(&output::json_line(&value));
+        return output::print(&output::json_line(&normalized_description(&value)));
     }
     output::print(&describe_identity_text(&value, paint))
+}
+
+/// One JSON shape for an identity description from any server generation:
+/// `identity`, `admin` (only when true), `policy` (the name), `allow`/`deny` (rule
+/// objects), `created_at`, `created_by`.
+fn normalized_description(value: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    let text = |name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(identity) = text("identity") {
+        out.insert("identity".into(), identity.into());
+    }
+    if value.get("admin").and_then(Value::as_bool) == Some(true) {
+        out.insert("admin".into(), true.into());
+    }
+    let policy = match value.get("policy") {
+        Some(Value::String(name)) if !name.is_empty() => Some(name.clone()),
+        _ => text("policy_name").map(str::to_owned),
+    };
+    if let Some(policy) = policy {
+        out.insert("policy".into(), policy.into());
+    }
+    let rules_source = match value.get("policy") {
+        Some(policy @ Value::Object(_)) => policy,
+        _ => value,
+    };
+    for name in ["allow", "deny"] {
+        let rules = rule_list(rules_source.get(name));
+        if !rules.is_empty() {
+            let object = rules
+                .into_iter()
+                .map(|r| (r, Value::Object(serde_json::Map::new())))
+                .collect();
+            out.insert(name.into(), Value::Object(object));
+        }
+    }
+    for name in ["created_at", "created_by"] {
+        if let Some(v) = text(name) {
+            out.insert(name.into(), v.into());
+        }
+    }
+    Value::Object(out)
 }
 
 /// The human description of an identity-describe response (either generation).
@@ -868,6 +914,32 @@ mod tests {
         assert_eq!(ip_addresses(&parsed).unwrap().len(), 3);
         let parsed = args::parse("x", "", NEW_FLAGS, os(&["--ip", "nope"])).unwrap();
         assert!(ip_addresses(&parsed).is_err());
+    }
+
+    #[test]
+    fn descriptions_normalize_to_one_shape() {
+        let current: Value = serde_json::from_str(
+            r#"{"identity":"abc","policy_name":"p","allow":{"/v1/a":{}},"created_at":"t","created_by":""}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            normalized_description(&current).to_string(),
+            r#"{"allow":{"/v1/a":{}},"created_at":"t","identity":"abc","policy":"p"}"#
+        );
+        let old: Value = serde_json::from_str(
+            r#"{"identity":"abc","policy_name":"p","policy":{"allow":["/v1/a"],"deny":[]},"created_at":"t"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            normalized_description(&old),
+            normalized_description(&current)
+        );
+        let admin: Value =
+            serde_json::from_str(r#"{"identity":"x","admin":true,"created_at":"t"}"#).unwrap();
+        assert_eq!(
+            normalized_description(&admin).to_string(),
+            r#"{"admin":true,"created_at":"t","identity":"x"}"#
+        );
     }
 
     #[test]

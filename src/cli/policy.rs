@@ -101,12 +101,8 @@ fn info(raw: Vec<OsString>) -> Outcome {
         .map_err(|e| Exit::Error(format!("failed to describe policy '{name}': {e}")))?;
     let mut value: Value = reply.json().map_err(|e| Exit::Error(e.to_string()))?;
     if let Value::Object(map) = &mut value {
-        if !map.contains_key("name") {
-            let mut named = Map::new();
-            named.insert("name".into(), Value::String(name.to_owned()));
-            named.extend(std::mem::take(map));
-            *map = named;
-        }
+        map.entry("name")
+            .or_insert_with(|| Value::String(name.to_owned()));
     }
     if parsed.has("json") || !output::stdout_is_terminal() {
         return output::print(&output::json_line(&value));
