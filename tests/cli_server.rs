@@ -176,6 +176,7 @@ keystore:
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("kes server did not start:\n{seen}");
             }
         }
