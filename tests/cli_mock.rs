@@ -20,13 +20,17 @@ struct Seen {
     body: String,
 }
 
-/// What the mock answers: status, content type, body; `stream` leaves out the length.
+/// What the mock answers: status, content type, body; `stream` leaves out the length
+/// (and keeps the connection open for a while after the body, like a live log).
 struct Answer {
     status: u16,
     content_type: &'static str,
     body: String,
     stream: bool,
 }
+
+/// How long a streamed answer stays open after its body when the body asks for it.
+const HOLD_MARKER: &str = "\n#hold\n";
 
 fn json(status: u16, body: &str) -> Answer {
     Answer {
@@ -154,8 +158,13 @@ fn serve(
     }
     head.push_str("\r\n");
     let _ = tls.write_all(head.as_bytes());
-    let _ = tls.write_all(answer.body.as_bytes());
+    let hold = answer.body.ends_with(HOLD_MARKER);
+    let _ = tls.write_all(answer.body.trim_end_matches(HOLD_MARKER).as_bytes());
+    let _ = tls.write_all(if hold { b"\n" } else { b"" });
     let _ = tls.flush();
+    if hold {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+    }
     tls.conn.send_close_notify();
     let _ = tls.flush();
 }
@@ -347,4 +356,33 @@ fn redirects_and_unexpected_answers_are_explained() {
     let message = fails(mock.kes(&["policy", "ls", "-k"]));
     assert!(message.contains("redirected"), "{message}");
     assert_eq!(mock.last().path, "/v1/policy/list/*");
+}
+
+#[test]
+fn log_follows_until_interrupted_then_exits_1_silently() {
+    let mock = Mock::start(Box::new(|_| Answer {
+        status: 200,
+        content_type: "application/x-ndjson",
+        body: format!("{{\"message\":\"first\"}}{HOLD_MARKER}"),
+        stream: true,
+    }));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))
+        .args(["log", "--error", "-k"])
+        .envs(mock.env())
+        .env_remove("KES_CLIENT_CERT")
+        .env_remove("KES_CLIENT_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "{\"message\":\"first\"}\n");
+    // Still running: the stream is open. Ctrl-C ends it.
+    assert!(child.try_wait().unwrap().is_none());
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }
