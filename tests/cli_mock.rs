@@ -386,3 +386,71 @@ fn log_follows_until_interrupted_then_exits_1_silently() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }
+
+/// Runs `kes ARGS` with a pseudo-terminal as standard output (util-linux `script`), or
+/// `None` where `script` is not installed.
+fn on_terminal(mock: &Mock, args: &str, extra_env: &[(&str, &str)]) -> Option<String> {
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        eprintln!("note: /usr/bin/script is missing; terminal output not checked");
+        return None;
+    }
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_kes"));
+    let output = Command::new("/usr/bin/script")
+        .args(["-qec", &command, "/dev/null"])
+        .envs(mock.env())
+        .envs(extra_env.iter().copied())
+        .env_remove("KES_CLIENT_CERT")
+        .env_remove("KES_CLIENT_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    Some(String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n"))
+}
+
+#[test]
+fn terminal_output_is_for_people() {
+    let mock = Mock::start(Box::new(|request| match request.path.as_str() {
+        "/v1/key/list/*" => json(200, r#"{"names":["b","a"]}"#),
+        "/v1/key/encrypt/k" => json(200, r#"{"ciphertext":"Y2lwaGVy"}"#),
+        "/v1/key/generate/k" => json(200, r#"{"plaintext":"cA==","ciphertext":"Yw=="}"#),
+        _ => json(
+            200,
+            r#"{"name":"k","algorithm":"AES256","created_at":"2024-02-29T10:12:28Z","created_by":"ab"}"#,
+        ),
+    }));
+    let no_color = [("NO_COLOR", "1")];
+    let Some(text) = on_terminal(&mock, "key ls -k", &no_color) else {
+        return;
+    };
+    assert_eq!(text, "Key\na\nb\n");
+    assert_eq!(
+        on_terminal(&mock, "key encrypt -k k hi", &no_color).unwrap(),
+        "\nciphertext: Y2lwaGVy\n"
+    );
+    assert_eq!(
+        on_terminal(&mock, "key derive -k k", &no_color).unwrap(),
+        "\nplaintext:  cA==\nciphertext: Yw==\n"
+    );
+    let info = on_terminal(&mock, "key info -k k", &no_color).unwrap();
+    assert_eq!(
+        info,
+        "Name        k\nAlgorithm   AES256\nDate        2024-02-29 10:12:28\nOwner       ab\n"
+    );
+    assert!(!info.contains('\x1b'));
+    // Colour on a terminal unless NO_COLOR; --json still gives JSON.
+    assert!(
+        on_terminal(&mock, "key ls -k", &[])
+            .unwrap()
+            .contains("\x1b[4mKey\x1b[0m")
+    );
+    assert!(
+        !on_terminal(&mock, "key ls -k --color never", &[])
+            .unwrap()
+            .contains('\x1b')
+    );
+    assert_eq!(
+        on_terminal(&mock, "key ls -k --json", &[]).unwrap(),
+        "[\"a\",\"b\"]\n"
+    );
+}

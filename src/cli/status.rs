@@ -207,7 +207,7 @@ fn status_text(
             state.num_cpu_used,
             state.arch
         ));
-        out.push_str(&format!("{}\n", label("Memory")));
+        out.push_str(&format!("{}\n", paint.faint("  Memory")));
         out.push_str(&format!(
             "{} {}\n",
             paint.faint(&format!("{:>3} {:<6}", "·", "Heap")),
