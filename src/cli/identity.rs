@@ -73,7 +73,7 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
     let parsed = args::parse("kes identity", USAGE, &[], raw)?;
     match parsed.positionals.as_slice() {
         [] => print_new_api_key(),
-        [argument] => print_identity_of(argument, "kes identity"),
+        [argument] => print_identity_of(argument),
         _ => Err(Exit::Error(
             "too many arguments. See 'kes identity --help'".into(),
         )),
@@ -159,8 +159,7 @@ fn unsupported_key(filename: &str) -> Exit {
     ))
 }
 
-fn print_identity_of(argument: &str, command: &str) -> Outcome {
-    let _ = command;
+fn print_identity_of(argument: &str) -> Outcome {
     let terminal = output::stdout_is_terminal();
     let paint = Paint {
         enabled: terminal && !output::no_color_requested(),
@@ -204,7 +203,7 @@ fn of(raw: Vec<OsString>) -> Outcome {
         [] => Err(Exit::Error(
             "no API key or certificate specified. See 'kes identity of --help'".into(),
         )),
-        [argument] => print_identity_of(argument, "kes identity of"),
+        [argument] => print_identity_of(argument),
         _ => Err(Exit::Error(
             "too many arguments. See 'kes identity of --help'".into(),
         )),
