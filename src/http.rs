@@ -41,6 +41,19 @@ pub enum HeadError {
     TooLarge,
 }
 
+impl Drop for Request {
+    /// Bodies carry plaintexts and keys.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.body);
+    }
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.body);
+    }
+}
+
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -4,11 +4,13 @@
 
 pub mod api;
 pub mod apikey;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod identity;
+pub mod keys;
 pub mod keystore;
 pub mod logging;
 pub mod memory;

@@ -40,14 +40,14 @@ fn raise_open_file_limit() {
 /// (MCL_ONFAULT), so locking costs no extra memory. Locking is skipped when the limit
 /// is too small to run under: with MCL_FUTURE an allocation past the limit would fail.
 fn lock_memory() {
-    const ENOUGH: u64 = 1 << 30;
+    const ENOUGH: libc::rlim_t = 1 << 30;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `limit` is a valid out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
-    if limit.rlim_cur != libc::RLIM_INFINITY && (limit.rlim_cur as u64) < ENOUGH {
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < ENOUGH {
         log::warn!(
             "memory is not locked: the memlock limit is {} KiB; to keep keys out of swap run kes with LimitMEMLOCK=infinity (systemd) or 'ulimit -l unlimited'",
             limit.rlim_cur / 1024

@@ -208,6 +208,12 @@ fn can_match_some_name(p: &[u8]) -> bool {
     true
 }
 
+/// Glob match of `text` against `pattern` with the rule semantics above (used for the
+/// 2023 listing patterns too).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    glob(pattern.as_bytes(), text.as_bytes(), false)
+}
+
 fn could_match(pattern: &[u8], route: &Route) -> bool {
     glob(pattern, route.path.as_bytes(), route.is_prefix())
 }

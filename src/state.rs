@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::api::routes::ROUTES;
 use crate::config::Config;
-use crate::keystore::KeyStore;
+use crate::keys::Keys;
 use crate::policy::Authorizer;
 
 /// Per-route settings from the `api:` config section, indexed like [`ROUTES`].
@@ -49,17 +49,17 @@ impl Live {
 /// The server's process-wide state.
 pub struct State {
     live: RwLock<Arc<Live>>,
-    pub keystore: Arc<dyn KeyStore>,
+    pub keys: Keys,
     pub started: Instant,
     /// Start time as (Unix seconds, nanoseconds): the `created_at` of policies and identities.
     pub started_at: (i64, u32),
 }
 
 impl State {
-    pub fn new(live: Live, keystore: Arc<dyn KeyStore>) -> State {
+    pub fn new(live: Live, keys: Keys) -> State {
         State {
             live: RwLock::new(Arc::new(live)),
-            keystore,
+            keys,
             started: Instant::now(),
             started_at: crate::timefmt::now(),
         }

@@ -1,44 +1,410 @@
-//! Key routes. (Being written: they answer 501 until the crypto layer lands.)
+//! Key routes: create, import, describe, list, delete, and the cryptographic operations
+//! MinIO calls on every encrypted PUT (generate) and GET (decrypt).
 
-use super::Ctx;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{Ctx, errors, fail, valid_name};
+use crate::crypto::{Cipher, KeyVersion, random_dek};
 use crate::http::Response;
+use crate::keystore::{KeyStore, KeyStoreError};
 
-fn not_yet(_: &Ctx) -> Response {
-    Response::error(501, "not implemented")
+/// Most ciphertexts one bulk decrypt may carry, as in the 2023 servers.
+const BULK_MAX: usize = 1000;
+
+/// The key name of the request, or the 400 answer for an invalid one.
+fn key_name<'a>(ctx: &Ctx<'a>) -> Result<&'a str, Response> {
+    if valid_name(ctx.resource) {
+        Ok(ctx.resource)
+    } else {
+        Err(Response::error(
+            400,
+            &format!(
+                "key name '{}' is empty, too long or contains invalid characters",
+                ctx.resource
+            ),
+        ))
+    }
 }
 
-pub fn create(ctx: &Ctx) -> Response {
-    not_yet(ctx)
+/// Maps a keystore failure to the answer of a route whose generic message is `what`.
+fn store_failure(err: KeyStoreError, what: &str) -> Response {
+    match err {
+        KeyStoreError::NotFound => fail(errors::KEY_NOT_FOUND),
+        KeyStoreError::Exists => fail(errors::KEY_EXISTS),
+        other => {
+            log::error!("{what}: {other}");
+            Response::error(502, what)
+        }
+    }
 }
-pub fn import(ctx: &Ctx) -> Response {
-    not_yet(ctx)
+
+fn load(ctx: &Ctx, name: &str) -> Result<Arc<KeyVersion>, Response> {
+    ctx.state
+        .keys
+        .get(name)
+        .map_err(|e| store_failure(e, "failed to read key"))
 }
-pub fn describe(ctx: &Ctx) -> Response {
-    not_yet(ctx)
+
+/// A base64 JSON field as Go's `[]byte`: standard alphabet, padded; `null` is empty.
+#[derive(Default)]
+struct Bytes(Zeroizing<Vec<u8>>);
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text: Option<Zeroizing<String>> = Option::<String>::deserialize(d)?.map(Zeroizing::new);
+        match text {
+            None => Ok(Bytes::default()),
+            Some(text) => B64
+                .decode(text.as_bytes())
+                .map(|v| Bytes(Zeroizing::new(v)))
+                .map_err(|_| serde::de::Error::custom("invalid base64")),
+        }
+    }
 }
-pub fn list(ctx: &Ctx) -> Response {
-    not_yet(ctx)
+
+/// Decodes a JSON request body; anything else is a 400 with `message`.
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|_| Response::error(400, message))
 }
-pub fn delete(ctx: &Ctx) -> Response {
-    not_yet(ctx)
-}
-pub fn encrypt(ctx: &Ctx) -> Response {
-    not_yet(ctx)
-}
-pub fn generate(ctx: &Ctx) -> Response {
-    not_yet(ctx)
-}
-pub fn decrypt(ctx: &Ctx) -> Response {
-    not_yet(ctx)
-}
-pub fn bulk_decrypt(ctx: &Ctx) -> Response {
-    not_yet(ctx)
-}
-pub fn hmac(ctx: &Ctx) -> Response {
-    not_yet(ctx)
+
+/// Decodes a JSON object body. (serde would also build a struct from an array; Go
+/// refuses that, and so do we.)
+fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result<T, Response> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => parse_body(body, message),
+        _ => Err(Response::error(400, message)),
+    }
 }
 
 /// Creates `name` unless it exists (the `keys:` section of the config).
-pub fn ensure_key(_keystore: &dyn crate::keystore::KeyStore, _name: &str) -> Result<(), String> {
-    Err("key creation is not available in this build yet".into())
+pub fn ensure_key(keystore: &dyn KeyStore, name: &str) -> Result<(), String> {
+    let key = KeyVersion::generate(Cipher::default_for_cpu(), "");
+    let encoded = Zeroizing::new(key.encode());
+    match keystore.create(name, encoded.as_bytes()) {
+        Ok(()) | Err(KeyStoreError::Exists) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn create(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let key = KeyVersion::generate(Cipher::default_for_cpu(), ctx.identity);
+    match ctx.state.keys.create(name, &key) {
+        Ok(()) => Response::ok(),
+        Err(e) => store_failure(e, "failed to create key"),
+    }
+}
+
+/// Both import bodies: `{"key","cipher"}` (last release) and `{"bytes","algorithm"}` (2023).
+#[derive(Deserialize)]
+struct ImportRequest {
+    #[serde(default)]
+    key: Option<Bytes>,
+    #[serde(default)]
+    cipher: Option<String>,
+    #[serde(default)]
+    bytes: Option<Bytes>,
+    #[serde(default)]
+    algorithm: Option<String>,
+}
+
+pub fn import(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let req: ImportRequest = match parse_object(&ctx.req.body, "invalid import key request body") {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
+    let (bytes, cipher) = match (req.key, req.bytes) {
+        (Some(key), _) => {
+            let text = req.cipher.unwrap_or_default();
+            let Some(cipher) = Cipher::parse(&text) else {
+                return Response::error(406, &format!("algorithm '{text}' is not supported"));
+            };
+            if key.0.len() != 32 {
+                return Response::error(406, &format!("invalid key size for '{text}'"));
+            }
+            (key.0, cipher)
+        }
+        (None, Some(bytes)) => {
+            // The 2023 body: a missing algorithm was "undefined"; such keys are AES256.
+            let text = req.algorithm.unwrap_or_default();
+            let cipher = match text.as_str() {
+                "" | "undefined" => Cipher::Aes256,
+                other => match Cipher::parse(other) {
+                    Some(cipher) => cipher,
+                    None => {
+                        return Response::error(
+                            406,
+                            &format!("algorithm '{other}' is not supported"),
+                        );
+                    }
+                },
+            };
+            if bytes.0.len() != 32 {
+                return Response::error(400, "invalid key size");
+            }
+            (bytes.0, cipher)
+        }
+        (None, None) => return Response::error(400, "invalid import key request body"),
+    };
+    let key = match KeyVersion::import(&bytes, cipher, ctx.identity) {
+        Ok(key) => key,
+        Err(_) => {
+            return Response::error(
+                406,
+                &format!("invalid key size for '{}'", cipher.api_name()),
+            );
+        }
+    };
+    match ctx.state.keys.create(name, &key) {
+        Ok(()) => Response::ok(),
+        Err(e) => store_failure(e, "failed to create key"),
+    }
+}
+
+pub fn describe(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let key = match load(ctx, name) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    // The 2023 algorithm names: both SDK generations accept them, while the 2023 SDK
+    // rejects the last release's "AES256".
+    let mut body = json!({
+        "name": name,
+        "id": key.key_id(),
+        "algorithm": key.cipher().legacy_name(),
+        "created_at": key.created_at_rfc3339(),
+    });
+    if !key.created_by().is_empty() {
+        body["created_by"] = json!(key.created_by());
+    }
+    Response::json(200, &body)
+}
+
+/// Lists keys as NDJSON lines `{"name":…}`, all in one answer: the one listing format
+/// both SDK generations read completely (the last release's paged JSON loses keys beyond
+/// 1024, and the 2023 SDK reads it as a single empty name).
+///
+/// The pattern is a name prefix with an optional trailing `*` (`""` and `*` list all);
+/// other wildcards are 2023 globs.
+pub fn list(ctx: &Ctx) -> Response {
+    let pattern = ctx.resource;
+    let is_glob = pattern.trim_end_matches('*').contains(['*', '?', '[']);
+    let prefix = if is_glob {
+        &pattern[..pattern.find(['*', '?', '[']).unwrap_or(pattern.len())]
+    } else {
+        pattern.trim_end_matches('*')
+    };
+    let valid = pattern.len() <= 80
+        && prefix.bytes().all(super::valid_name_char)
+        && (is_glob || pattern.strip_suffix('*').unwrap_or(pattern).len() == prefix.len());
+    if !valid {
+        return super::invalid_pattern(pattern);
+    }
+    let names = match ctx.state.keys.list_all(prefix) {
+        Ok(names) => names,
+        Err(e) => return store_failure(e, "failed to list keys"),
+    };
+    let mut body = Vec::with_capacity(names.len() * 24);
+    for name in names
+        .iter()
+        .filter(|n| !is_glob || crate::policy::glob_match(pattern, n))
+    {
+        serde_json::to_writer(&mut body, &json!({ "name": name })).unwrap_or_default();
+        body.push(b'\n');
+    }
+    let mut response = Response::new(200).with_header("Content-Type", "application/x-ndjson");
+    response.body = body;
+    response
+}
+
+pub fn delete(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    match ctx.state.keys.delete(name) {
+        Ok(()) => Response::ok(),
+        Err(e) => store_failure(e, "failed to delete key"),
+    }
+}
+
+#[derive(Deserialize)]
+struct EncryptRequest {
+    #[serde(default)]
+    plaintext: Bytes,
+    #[serde(default)]
+    context: Bytes,
+}
+
+pub fn encrypt(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let req: EncryptRequest = match parse_object(&ctx.req.body, "invalid request body") {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
+    let key = match load(ctx, name) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let ciphertext = key.encrypt(&req.plaintext.0, &req.context.0);
+    Response::json(200, &json!({ "ciphertext": B64.encode(ciphertext) }))
+}
+
+#[derive(Deserialize, Default)]
+struct GenerateRequest {
+    #[serde(default)]
+    context: Bytes,
+}
+
+pub fn generate(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    // The body is optional (the last release reads it only when one is sent).
+    let req: GenerateRequest = if ctx.req.body.iter().all(u8::is_ascii_whitespace) {
+        GenerateRequest::default()
+    } else {
+        match parse_object(&ctx.req.body, "invalid request body") {
+            Ok(req) => req,
+            Err(response) => return response,
+        }
+    };
+    let key = match load(ctx, name) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let dek = random_dek();
+    let ciphertext = key.encrypt(dek.as_ref(), &req.context.0);
+    let plaintext = Zeroizing::new(B64.encode(dek.as_ref()));
+    Response::json(
+        200,
+        &DataKey {
+            plaintext: &plaintext,
+            ciphertext: &B64.encode(ciphertext),
+        },
+    )
+}
+
+/// Answers that carry secrets are serialized from borrowed, zeroized strings, so no
+/// unzeroized copy (as a `serde_json::Value` would make) is left behind.
+#[derive(serde::Serialize)]
+struct Plaintext<'a> {
+    plaintext: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct DataKey<'a> {
+    plaintext: &'a str,
+    ciphertext: &'a str,
+}
+
+#[derive(Deserialize)]
+struct DecryptRequest {
+    #[serde(default)]
+    ciphertext: Bytes,
+    #[serde(default)]
+    context: Bytes,
+}
+
+pub fn decrypt(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let req: DecryptRequest = match parse_object(&ctx.req.body, "invalid request body") {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
+    let key = match load(ctx, name) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    match key.decrypt(&req.ciphertext.0, &req.context.0) {
+        Ok(plaintext) => {
+            let encoded = Zeroizing::new(B64.encode(plaintext.as_slice()));
+            Response::json(
+                200,
+                &Plaintext {
+                    plaintext: &encoded,
+                },
+            )
+        }
+        Err(_) => fail(errors::DECRYPT),
+    }
+}
+
+pub fn bulk_decrypt(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let requests: Vec<DecryptRequest> = match parse_body(&ctx.req.body, "invalid request body") {
+        Ok(requests) => requests,
+        Err(response) => return response,
+    };
+    if requests.len() > BULK_MAX {
+        return Response::error(400, "too many ciphertexts");
+    }
+    let key = match load(ctx, name) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let mut plaintexts = Vec::with_capacity(requests.len());
+    for req in &requests {
+        match key.decrypt(&req.ciphertext.0, &req.context.0) {
+            Ok(plaintext) => plaintexts.push(Zeroizing::new(B64.encode(plaintext.as_slice()))),
+            Err(_) => return fail(errors::DECRYPT),
+        }
+    }
+    let body: Vec<_> = plaintexts
+        .iter()
+        .map(|p| Plaintext { plaintext: p })
+        .collect();
+    Response::json(200, &body)
+}
+
+#[derive(Deserialize)]
+struct HmacRequest {
+    #[serde(default)]
+    message: Bytes,
+}
+
+pub fn hmac(ctx: &Ctx) -> Response {
+    let name = match key_name(ctx) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let req: HmacRequest = match parse_object(&ctx.req.body, "invalid request body") {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
+    let key = match load(ctx, name) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    match key.hmac(&req.message.0) {
+        Some(sum) => Response::json(200, &json!({ "hmac": B64.encode(sum) })),
+        None => Response::error(409, "key does not support HMAC"),
+    }
 }

@@ -19,7 +19,7 @@ pub fn version(_: &Ctx) -> Response {
 }
 
 pub fn ready(ctx: &Ctx) -> Response {
-    match ctx.state.keystore.status() {
+    match ctx.state.keys.status() {
         Ok(_) => Response::ok(),
         Err(KeyStoreError::Unreachable(_)) => Response::error(504, "key store is not reachable"),
         Err(_) => Response::error(502, "key store is unavailable"),
@@ -39,9 +39,10 @@ pub fn status(ctx: &Ctx) -> Response {
         "mem_heap_used": resident_bytes(),
         "mem_stack_used": 0,
     });
-    match ctx.state.keystore.status() {
-        // Milliseconds, at least 1, as both Go generations send.
-        Ok(latency) => body["keystore_latency"] = json!(latency.as_millis().max(1) as u64),
+    match ctx.state.keys.status() {
+        // Nanoseconds: both SDK generations decode it as a Go duration (the Go servers
+        // send milliseconds, which their own SDKs then misread).
+        Ok(latency) => body["keystore_latency"] = json!(latency.as_nanos().max(1) as u64),
         Err(_) => {
             // The last SDK refuses `unreachable` without `unavailable`; send both.
             body["keystore_unreachable"] = json!(true);

@@ -35,9 +35,6 @@ pub struct FsKeyStore {
 }
 
 /// Opens the keystore at `path`; see [`FsKeyStore::open`].
-pub fn open(path: impl AsRef<Path>) -> Result<FsKeyStore, String> {
-    FsKeyStore::open(path)
-}
 
 impl FsKeyStore {
     /// Opens the keystore in directory `path`, creating it (and missing parents) with

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+pub mod ciphertrust;
 pub mod fs;
 pub mod mem;
 

@@ -58,6 +58,9 @@ pub struct Conn {
     who: Option<PeerIdentity>,
     served: u64,
     eof: bool,
+    /// After refusing a request whose body was not read: until when to discard what the
+    /// client still sends, so that it can read the refusal instead of a reset.
+    draining: Option<Instant>,
     gauges: Arc<Gauges>,
 }
 
@@ -91,6 +94,7 @@ impl Conn {
             who: None,
             served: 0,
             eof: false,
+            draining: None,
         })
     }
 
@@ -116,6 +120,9 @@ impl Conn {
     }
 
     fn try_advance(&mut self, state: &State, closing: bool) -> io::Result<Next> {
+        if let Some(until) = self.draining {
+            return Ok(self.discard_input(until));
+        }
         let mut drained = self.read_socket()?;
         self.flush_tls(Instant::now() + HEADER_TIMEOUT)?;
         if self.tls.is_handshaking() {
@@ -132,6 +139,9 @@ impl Conn {
             match self.step(state, closing)? {
                 Step::Again => continue,
                 Step::Close => return Ok(Next::Close),
+                Step::Drain => {
+                    return Ok(self.discard_input(self.draining.unwrap_or_else(Instant::now)));
+                }
                 Step::Wait(_) if !drained => {
                     let before = self.inbuf.len();
                     drained = self.read_socket()?;
@@ -226,20 +236,10 @@ impl Conn {
                     return Ok(Step::Wait(deadline));
                 }
                 Err(ChunkError::TooLarge) => {
-                    self.send(
-                        &Response::error(413, "request body too large"),
-                        true,
-                        Instant::now() + HEADER_TIMEOUT,
-                    )?;
-                    return Ok(Step::Close);
+                    return self.refuse(&Response::error(413, "request body too large"));
                 }
                 Err(ChunkError::Malformed) => {
-                    self.send(
-                        &Response::error(400, "malformed chunked request body"),
-                        true,
-                        Instant::now() + HEADER_TIMEOUT,
-                    )?;
-                    return Ok(Step::Close);
+                    return self.refuse(&Response::error(400, "malformed chunked request body"));
                 }
             },
         };
@@ -279,20 +279,10 @@ impl Conn {
                 return Ok(Step::Wait(start + HEADER_TIMEOUT));
             }
             Err(HeadError::TooLarge) => {
-                self.send(
-                    &Response::error(431, "request header fields too large"),
-                    true,
-                    Instant::now() + HEADER_TIMEOUT,
-                )?;
-                return Ok(Step::Close);
+                return self.refuse(&Response::error(431, "request header fields too large"));
             }
             Err(HeadError::Malformed(msg)) => {
-                self.send(
-                    &Response::error(400, &msg),
-                    true,
-                    Instant::now() + HEADER_TIMEOUT,
-                )?;
-                return Ok(Step::Close);
+                return self.refuse(&Response::error(400, &msg));
             }
         };
         self.inbuf.drain(..head_len);
@@ -300,14 +290,11 @@ impl Conn {
         let framing = match req.framing() {
             Ok(framing) => framing,
             Err(HeadError::Malformed(msg)) => {
-                self.send(
-                    &Response::error(400, &msg),
-                    true,
-                    Instant::now() + HEADER_TIMEOUT,
-                )?;
-                return Ok(Step::Close);
+                return self.refuse(&Response::error(400, &msg));
             }
-            Err(HeadError::TooLarge) => return Ok(Step::Close),
+            Err(HeadError::TooLarge) => {
+                return self.refuse(&Response::error(431, "request header fields too large"));
+            }
         };
         let announced = match framing {
             BodyFraming::Length(n) => Some(n),
@@ -316,10 +303,13 @@ impl Conn {
         let routed = match api::preflight(&req, announced) {
             Ok(routed) => routed,
             Err(response) => {
-                // Without a body to skip, the connection can serve the next request.
-                let close = framing != BodyFraming::Length(0) || !req.keep_alive();
-                self.send(&response, close, Instant::now() + HEADER_TIMEOUT)?;
                 self.served += 1;
+                if framing != BodyFraming::Length(0) {
+                    return self.refuse(&response);
+                }
+                // Without a body to skip, the connection can serve the next request.
+                let close = !req.keep_alive();
+                self.send(&response, close, Instant::now() + HEADER_TIMEOUT)?;
                 return Ok(if close { Step::Close } else { Step::Again });
             }
         };
@@ -340,6 +330,34 @@ impl Conn {
             started: Instant::now(),
         });
         Ok(Step::Again)
+    }
+
+    /// Answers a request that will not be read to its end, then stops reading.
+    fn refuse(&mut self, response: &Response) -> io::Result<Step> {
+        let deadline = Instant::now() + HEADER_TIMEOUT;
+        self.send(response, true, deadline)?;
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        self.draining = Some(Instant::now() + Duration::from_secs(2));
+        Ok(Step::Drain)
+    }
+
+    /// Reads and drops whatever the client sends until it closes or `until` passes.
+    fn discard_input(&mut self, until: Instant) -> Next {
+        let mut sink = [0u8; 16 * 1024];
+        loop {
+            match self.sock.read(&mut sink) {
+                Ok(0) => return Next::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        if Instant::now() >= until {
+            Next::Close
+        } else {
+            Next::Park(until)
+        }
     }
 
     fn dispatch(&self, state: &State, routed: Routed, req: &Request) -> Response {
@@ -394,6 +412,8 @@ enum Step {
     Again,
     Wait(Instant),
     Close,
+    /// A refusal was sent before the request was read: discard input, then close.
+    Drain,
 }
 
 fn timeout_of(state: &State, routed: &Routed) -> Duration {

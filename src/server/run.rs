@@ -173,7 +173,10 @@ fn run(flags: Flags) -> Result<(), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let state = Arc::new(State::new(Live::new(config, tls_config), keystore));
+    let state = Arc::new(State::new(
+        Live::new(config, tls_config),
+        crate::keys::Keys::new(keystore),
+    ));
     let gauges = Arc::new(Gauges::default());
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -235,7 +238,7 @@ fn build_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
 fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
     Ok(match config {
         KeyStoreConfig::Memory => Arc::new(crate::keystore::mem::MemKeyStore::new()),
-        KeyStoreConfig::Fs { path } => Arc::new(crate::keystore::fs::open(path)?),
+        KeyStoreConfig::Fs { path } => Arc::new(crate::keystore::fs::FsKeyStore::open(path)?),
         KeyStoreConfig::CipherTrust(_) => {
             return Err("the CipherTrust keystore is not available in this build yet".into());
         }
@@ -286,7 +289,7 @@ fn print_banner(state: &State, local: SocketAddr) {
         "kes {} listening on https://{local}",
         crate::api::sys::VERSION
     );
-    eprintln!("  keystore: {}", state.keystore.describe());
+    eprintln!("  keystore: {}", state.keys.describe_store());
     eprintln!("  admin:    {admin}");
     eprintln!(
         "  client certificates: {}",

@@ -1,0 +1,806 @@
+//! A stand-in for Thales CipherTrust Manager, for integration tests only.
+//!
+//! It speaks the REST subset KES uses (ciphertrust.md §11) over HTTPS on 127.0.0.1, with a
+//! CA and server certificate made at start, so the client under test verifies the server
+//! exactly as it would verify a real one (through `tls.ca`).
+//!
+//! Behaviour worth knowing when writing tests:
+//! * API tokens expire after [`CtmSim::set_token_secs`] seconds (default 300, as CM).
+//! * The refresh token is checked; a wrong one gets a 401 JSON error.
+//! * Data routes check `Authorization: Bearer <jwt>`: missing → 401 text, unknown or
+//!   expired → 401 JSON.
+//! * Secrets are kept in creation order, and the listing returns them in that order
+//!   (not sorted), like a database-backed listing would.
+//! * Switches: down/up (the listener is closed and open connections are cut; up again on
+//!   the same port, data and tokens kept), added latency, 5xx answers, expire all tokens,
+//!   listing quirks. Every request is counted per route.
+//!
+//! One thread per connection; HTTP/1.1 with keep-alive; requests parsed with `httparse`.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{Value, json};
+
+/// The refresh token the simulator accepts unless told otherwise.
+pub const REFRESH_TOKEN: &str = "sim-refresh-token-0123456789";
+
+/// The routes the simulator counts requests for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Token,
+    Create,
+    Export,
+    Delete,
+    List,
+    /// `GET /` (the status probe) and any other GET outside the API.
+    Probe,
+    Other,
+}
+
+const ROUTES: [Route; 7] = [
+    Route::Token,
+    Route::Create,
+    Route::Export,
+    Route::Delete,
+    Route::List,
+    Route::Probe,
+    Route::Other,
+];
+
+/// Misbehaviours of the listing, to test the client's guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListQuirk {
+    None,
+    /// Pages after the first come back empty although `skip < total`.
+    EmptyPagesAfterFirst,
+    /// The echoed `skip` is one more than asked.
+    WrongSkip,
+}
+
+pub struct CtmSim {
+    inner: Arc<Inner>,
+    port: u16,
+    acceptor: Mutex<Option<Acceptor>>,
+    dir: PathBuf,
+    ca_file: PathBuf,
+}
+
+struct Acceptor {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+struct Inner {
+    tls: Arc<rustls::ServerConfig>,
+    state: Mutex<State>,
+    token_secs: AtomicU64,
+    latency_ms: AtomicU64,
+    /// Answer every request with this status (0: off).
+    fail_status: AtomicU32,
+    /// Answer this many next requests with 503.
+    fail_next: AtomicU32,
+    /// Read requests but answer none (as a CM behind a dead link would).
+    hang: AtomicBool,
+    up: AtomicBool,
+    counts: Mutex<HashMap<Route, u64>>,
+    connections: Mutex<HashMap<u64, TcpStream>>,
+    next_connection: AtomicU64,
+}
+
+struct State {
+    refresh_token: String,
+    domain: String,
+    secrets: BTreeMap<u64, Secret>,
+    by_name: HashMap<String, u64>,
+    next_id: u64,
+    tokens: HashMap<String, Instant>,
+    next_token: u64,
+    list_quirk: ListQuirk,
+}
+
+#[derive(Clone)]
+struct Secret {
+    name: String,
+    material: String,
+    data_type: String,
+}
+
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, value: Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+        }
+    }
+
+    fn error(status: u16, code: u32, desc: &str) -> Self {
+        Self::json(status, json!({ "code": code, "codeDesc": desc }))
+    }
+
+    fn text(status: u16, text: &str) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: text.as_bytes().to_vec(),
+        }
+    }
+}
+
+impl CtmSim {
+    /// Starts a simulator on a free loopback port.
+    pub fn start() -> Self {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kes-ctm-sim-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let (ca_pem, tls) = make_tls();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+
+        let inner = Arc::new(Inner {
+            tls,
+            state: Mutex::new(State {
+                refresh_token: REFRESH_TOKEN.to_string(),
+                domain: String::new(),
+                secrets: BTreeMap::new(),
+                by_name: HashMap::new(),
+                next_id: 1,
+                tokens: HashMap::new(),
+                next_token: 1,
+                list_quirk: ListQuirk::None,
+            }),
+            token_secs: AtomicU64::new(300),
+            latency_ms: AtomicU64::new(0),
+            fail_status: AtomicU32::new(0),
+            fail_next: AtomicU32::new(0),
+            hang: AtomicBool::new(false),
+            up: AtomicBool::new(false),
+            counts: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sim = CtmSim {
+            inner,
+            port,
+            acceptor: Mutex::new(None),
+            dir,
+            ca_file,
+        };
+        sim.listen(listener);
+        sim
+    }
+
+    /// `https://127.0.0.1:<port>`
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The PEM file of the CA that issued the simulator's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// A scratch directory removed with the simulator.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Replaces the accepted refresh token (as revoking the old one would).
+    pub fn set_refresh_token(&self, token: &str) {
+        lock(&self.inner.state).refresh_token = token.to_string();
+    }
+
+    pub fn set_domain(&self, domain: &str) {
+        lock(&self.inner.state).domain = domain.to_string();
+    }
+
+    /// Lifetime of API tokens issued from now on.
+    pub fn set_token_secs(&self, secs: u64) {
+        self.inner.token_secs.store(secs, Ordering::SeqCst);
+    }
+
+    /// Every API token issued so far stops working.
+    pub fn expire_all_tokens(&self) {
+        lock(&self.inner.state).tokens.clear();
+    }
+
+    /// Delay added before every answer.
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Answer every request with `status` (e.g. 500), or behave again with `None`.
+    pub fn fail_with(&self, status: Option<u16>) {
+        self.inner
+            .fail_status
+            .store(status.map_or(0, u32::from), Ordering::SeqCst);
+    }
+
+    /// Answer the next `n` requests with 503.
+    pub fn fail_next(&self, n: u32) {
+        self.inner.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Stop answering (connections stay open, requests are read, no reply is sent) or
+    /// answer again.
+    pub fn set_hang(&self, hang: bool) {
+        self.inner.hang.store(hang, Ordering::SeqCst);
+    }
+
+    pub fn set_list_quirk(&self, quirk: ListQuirk) {
+        lock(&self.inner.state).list_quirk = quirk;
+    }
+
+    /// Requests received on `route` so far.
+    pub fn count(&self, route: Route) -> u64 {
+        lock(&self.inner.counts).get(&route).copied().unwrap_or(0)
+    }
+
+    /// Requests received so far, all routes.
+    pub fn total_count(&self) -> u64 {
+        ROUTES.iter().map(|r| self.count(*r)).sum()
+    }
+
+    /// The material of secret `name`, if it exists.
+    pub fn secret(&self, name: &str) -> Option<String> {
+        let state = lock(&self.inner.state);
+        state
+            .by_name
+            .get(name)
+            .map(|id| state.secrets[id].material.clone())
+    }
+
+    /// The data type of secret `name`, if it exists.
+    pub fn secret_type(&self, name: &str) -> Option<String> {
+        let state = lock(&self.inner.state);
+        state
+            .by_name
+            .get(name)
+            .map(|id| state.secrets[id].data_type.clone())
+    }
+
+    pub fn secret_count(&self) -> usize {
+        lock(&self.inner.state).secrets.len()
+    }
+
+    /// Adds a secret behind the API's back (as another CM client would).
+    pub fn insert_secret(&self, name: &str, material: &str) {
+        let mut state = lock(&self.inner.state);
+        assert!(!state.by_name.contains_key(name), "secret {name} exists");
+        insert(&mut state, name, material, "seed");
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::SeqCst)
+    }
+
+    /// Stops answering: closes the listener (connections are refused) and cuts every open
+    /// connection. Data and tokens are kept for [`CtmSim::come_up`].
+    pub fn go_down(&self) {
+        let acceptor = lock(&self.acceptor).take();
+        self.inner.up.store(false, Ordering::SeqCst);
+        if let Some(acceptor) = acceptor {
+            acceptor.stop.store(true, Ordering::SeqCst);
+            // Wake the blocking accept so that the thread sees the flag and drops the listener.
+            let _ = TcpStream::connect(("127.0.0.1", self.port));
+            acceptor.thread.join().unwrap();
+        }
+        for (_, stream) in lock(&self.inner.connections).drain() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Listens again on the same port.
+    pub fn come_up(&self) {
+        if lock(&self.acceptor).is_some() {
+            return;
+        }
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(listener) => break listener,
+                Err(err) if tries < 50 => {
+                    tries += 1;
+                    let _ = err;
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(err) => panic!("cannot listen on port {} again: {err}", self.port),
+            }
+        };
+        self.listen(listener);
+    }
+
+    fn listen(&self, listener: TcpListener) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let inner = Arc::clone(&self.inner);
+        let stop_flag = Arc::clone(&stop);
+        self.inner.up.store(true, Ordering::SeqCst);
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop_flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let id = inner.next_connection.fetch_add(1, Ordering::SeqCst);
+                let Ok(clone) = stream.try_clone() else {
+                    continue;
+                };
+                lock(&inner.connections).insert(id, clone);
+                let inner = Arc::clone(&inner);
+                thread::spawn(move || {
+                    serve_connection(&inner, stream);
+                    lock(&inner.connections).remove(&id);
+                });
+            }
+        });
+        *lock(&self.acceptor) = Some(Acceptor { stop, thread });
+    }
+}
+
+impl Drop for CtmSim {
+    fn drop(&mut self) {
+        self.go_down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
+fn make_tls() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "CipherTrust simulator test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ctm-sim");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![
+                CertificateDer::from(cert.der().to_vec()),
+                CertificateDer::from(ca.der().to_vec()),
+            ],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    (ca.pem(), Arc::new(config))
+}
+
+fn serve_connection(inner: &Inner, tcp: TcpStream) {
+    let Ok(conn) = rustls::ServerConnection::new(Arc::clone(&inner.tls)) else {
+        return;
+    };
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let mut buffer: Vec<u8> = Vec::new();
+    loop {
+        let Some((head_len, method, target, headers)) = read_head(&mut stream, &mut buffer) else {
+            return;
+        };
+        let content_length = header(&headers, "content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        while buffer.len() < head_len + content_length {
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buffer[head_len..head_len + content_length].to_vec();
+        buffer.drain(..head_len + content_length);
+
+        while inner.hang.load(Ordering::SeqCst) && inner.up.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if !inner.up.load(Ordering::SeqCst) {
+            return;
+        }
+        let reply = handle(inner, &method, &target, &headers, &body);
+        let latency = inner.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            thread::sleep(Duration::from_millis(latency));
+        }
+        if !inner.up.load(Ordering::SeqCst) {
+            return;
+        }
+        if write_reply(&mut stream, &reply).is_err() {
+            return;
+        }
+        if header(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+            return;
+        }
+    }
+}
+
+type Head = (usize, String, String, Vec<(String, String)>);
+
+/// Reads until a complete request head is buffered; `None` when the connection ends.
+fn read_head(stream: &mut impl Read, buffer: &mut Vec<u8>) -> Option<Head> {
+    loop {
+        if !buffer.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(buffer) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let method = request.method?.to_string();
+                    let target = request.path?.to_string();
+                    let headers = request
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_ascii_lowercase(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    return Some((len, method, target, headers));
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return None,
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn write_reply(stream: &mut impl Write, reply: &Reply) -> io::Result<()> {
+    let reason = reason(reply.status);
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
+    if reply.status != 204 {
+        out.push_str(&format!(
+            "Content-Type: {}\r\nContent-Length: {}\r\n",
+            reply.content_type,
+            reply.body.len()
+        ));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    if reply.status != 204 {
+        bytes.extend_from_slice(&reply.body);
+    }
+    stream.write_all(&bytes)?;
+    stream.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        409 => "Conflict",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+fn route_of(method: &str, path: &str) -> Route {
+    let secret_path = path.strip_prefix("/api/v1/vault/secrets/");
+    match (method, path) {
+        ("POST", "/api/v1/auth/tokens" | "/api/v1/auth/tokens/") => Route::Token,
+        ("POST", "/api/v1/vault/secrets") => Route::Create,
+        ("GET", "/api/v1/vault/secrets") => Route::List,
+        ("POST", _) if secret_path.is_some_and(|rest| rest.ends_with("/export")) => Route::Export,
+        ("DELETE", _)
+            if secret_path.is_some_and(|rest| !rest.is_empty() && !rest.contains('/')) =>
+        {
+            Route::Delete
+        }
+        ("GET", _) if !path.starts_with("/api/") => Route::Probe,
+        _ => Route::Other,
+    }
+}
+
+fn handle(
+    inner: &Inner,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Reply {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let route = route_of(method, path);
+    *lock(&inner.counts).entry(route).or_insert(0) += 1;
+
+    let status = inner.fail_status.load(Ordering::SeqCst);
+    if status != 0 {
+        return Reply::error(status as u16, 1, "NCERRInternal: simulated failure");
+    }
+    if inner
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Reply::error(503, 1, "NCERRServiceUnavailable: simulated failure");
+    }
+
+    let json_body =
+        header(headers, "content-type").is_some_and(|v| v.starts_with("application/json"));
+    if matches!(route, Route::Token | Route::Create) && !json_body {
+        return Reply::error(
+            400,
+            3,
+            "NCERRBadRequest: Content-Type must be application/json",
+        );
+    }
+    match route {
+        Route::Token => issue_token(inner, body),
+        Route::Probe => Reply {
+            status: 200,
+            content_type: "text/html",
+            body: b"<html>CipherTrust Manager</html>".to_vec(),
+        },
+        Route::Other => Reply::text(404, "404 page not found"),
+        _ => {
+            if let Some(denied) = check_bearer(inner, headers) {
+                return denied;
+            }
+            let mut state = lock(&inner.state);
+            match route {
+                Route::Create => create_secret(&mut state, body),
+                Route::Export => {
+                    let name = path
+                        .strip_prefix("/api/v1/vault/secrets/")
+                        .unwrap()
+                        .strip_suffix("/export")
+                        .unwrap();
+                    match find(&state, &percent_decode(name), query) {
+                        Some(secret) => Reply::json(
+                            200,
+                            json!({ "id": "x", "name": secret.name, "dataType": secret.data_type, "material": secret.material }),
+                        ),
+                        None => Reply::error(404, 5, "NCERRResourceNotFound: secret not found"),
+                    }
+                }
+                Route::Delete => {
+                    let name = percent_decode(path.strip_prefix("/api/v1/vault/secrets/").unwrap());
+                    let by_name = query.split('&').any(|p| p == "type=name");
+                    match by_name.then(|| state.by_name.remove(&name)).flatten() {
+                        Some(id) => {
+                            state.secrets.remove(&id);
+                            Reply {
+                                status: 204,
+                                content_type: "",
+                                body: Vec::new(),
+                            }
+                        }
+                        None => Reply::error(404, 5, "NCERRResourceNotFound: secret not found"),
+                    }
+                }
+                Route::List => list_secrets(&state, query),
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+fn issue_token(inner: &Inner, body: &[u8]) -> Reply {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return Reply::error(400, 3, "NCERRBadRequest: request body is not JSON");
+    };
+    let mut state = lock(&inner.state);
+    if request["grant_type"] != "refresh_token" {
+        return Reply::error(400, 3, "NCERRBadRequest: unsupported grant_type");
+    }
+    if request["refresh_token"] != state.refresh_token.as_str()
+        || request["domain"] != state.domain.as_str()
+    {
+        return Reply::error(401, 10, "NCERRUnauthorized: invalid refresh token");
+    }
+    let secs = inner.token_secs.load(Ordering::SeqCst);
+    let now = Instant::now();
+    state.tokens.retain(|_, expiry| *expiry > now);
+    let jwt = format!(
+        "eyJhbGciOiJIUzI1NiJ9.sim-{}-{}.c2ln",
+        state.next_token,
+        std::process::id()
+    );
+    state.next_token += 1;
+    state
+        .tokens
+        .insert(jwt.clone(), now + Duration::from_secs(secs));
+    Reply::json(
+        200,
+        json!({
+            "jwt": jwt,
+            "duration": secs,
+            "token_type": "Bearer",
+            "client_id": "sim-client",
+            "refresh_token": state.refresh_token,
+            "refresh_token_expires_in": 1799,
+        }),
+    )
+}
+
+fn check_bearer(inner: &Inner, headers: &[(String, String)]) -> Option<Reply> {
+    let Some(value) = header(headers, "authorization") else {
+        return Some(Reply::text(401, "Token is missing"));
+    };
+    let Some(jwt) = value.strip_prefix("Bearer ") else {
+        return Some(Reply::error(
+            401,
+            10,
+            "NCERRUnauthorized: malformed Authorization header",
+        ));
+    };
+    match lock(&inner.state).tokens.get(jwt) {
+        Some(expiry) if *expiry > Instant::now() => None,
+        Some(_) => Some(Reply::error(401, 10, "NCERRUnauthorized: Token is expired")),
+        None => Some(Reply::error(401, 10, "NCERRUnauthorized: Token is invalid")),
+    }
+}
+
+fn create_secret(state: &mut State, body: &[u8]) -> Reply {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return Reply::error(400, 3, "NCERRBadRequest: request body is not JSON");
+    };
+    let (Some(name), Some(material), Some(data_type)) = (
+        request["name"].as_str(),
+        request["material"].as_str(),
+        request["dataType"].as_str(),
+    ) else {
+        return Reply::error(
+            400,
+            3,
+            "NCERRBadRequest: name, material and dataType are required",
+        );
+    };
+    if !matches!(data_type, "seed" | "blob" | "password") || name.is_empty() {
+        return Reply::error(400, 3, "NCERRBadRequest: invalid secret");
+    }
+    if state.by_name.contains_key(name) {
+        return Reply::error(
+            409,
+            4,
+            "NCERRResourceAlreadyExists: a secret with this name exists",
+        );
+    }
+    let id = insert(state, name, material, data_type);
+    Reply::json(
+        201,
+        json!({ "id": format!("sim-{id}"), "name": name, "dataType": data_type }),
+    )
+}
+
+fn insert(state: &mut State, name: &str, material: &str, data_type: &str) -> u64 {
+    let id = state.next_id;
+    state.next_id += 1;
+    state.secrets.insert(
+        id,
+        Secret {
+            name: name.to_string(),
+            material: material.to_string(),
+            data_type: data_type.to_string(),
+        },
+    );
+    state.by_name.insert(name.to_string(), id);
+    id
+}
+
+/// A secret by name (`type=name`) or else by id, as CM interprets the path element.
+fn find<'a>(state: &'a State, element: &str, query: &str) -> Option<&'a Secret> {
+    if query.split('&').any(|p| p == "type=name") {
+        state.by_name.get(element).map(|id| &state.secrets[id])
+    } else {
+        let id: u64 = element.strip_prefix("sim-")?.parse().ok()?;
+        state.secrets.get(&id)
+    }
+}
+
+fn list_secrets(state: &State, query: &str) -> Reply {
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+    };
+    let limit: usize = param("limit").unwrap_or(10);
+    let skip: usize = param("skip").unwrap_or(0);
+    let total = state.secrets.len();
+    let mut resources: Vec<Value> = state
+        .secrets
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .map(
+            |(id, s)| json!({ "id": format!("sim-{id}"), "name": s.name, "dataType": s.data_type }),
+        )
+        .collect();
+    let mut echoed_skip = skip;
+    match state.list_quirk {
+        ListQuirk::None => {}
+        ListQuirk::EmptyPagesAfterFirst if skip > 0 => resources.clear(),
+        ListQuirk::EmptyPagesAfterFirst => {}
+        ListQuirk::WrongSkip => echoed_skip += 1,
+    }
+    Reply::json(
+        200,
+        json!({ "skip": echoed_skip, "limit": limit, "total": total, "resources": resources }),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
