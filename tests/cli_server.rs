@@ -313,7 +313,6 @@ fn status_identities_policies_and_listings_over_mtls() {
 }
 
 #[test]
-#[ignore = "needs the server's key API (issue 3); run with --ignored once it lands"]
 fn tutorial_key_steps_verbatim_and_key_commands() {
     let setup = setup("server-keys");
     let server = start(&setup);
