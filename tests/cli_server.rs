@@ -3,26 +3,7 @@
 
 mod cli_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-use cli_support::{TempDir, fails, kes_in, ok};
-
-/// A running `kes server`, stopped on drop.
-struct Server {
-    child: Child,
-    /// `127.0.0.1:port`.
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use cli_support::{Server, TempDir, fails, kes_in, ok, start_server};
 
 /// The identities of one test setup, made with the CLI in `dir`.
 struct Setup {
@@ -146,41 +127,12 @@ keystore:
         minio = setup.minio_identity
     );
     std::fs::write(setup.dir.path("server-config.yml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))
-        .current_dir(&setup.dir.0)
-        .args(["server", "--config=server-config.yml", "--auth=off"])
-        .env("APP_IDENTITY", &setup.app_identity)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kes server starts");
-    let stderr = child.stderr.take().unwrap();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    let mut seen = String::new();
-    loop {
-        match receiver.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => {
-                if let Some(rest) = line.split("listening on https://").nth(1) {
-                    let address = rest.split_whitespace().next().unwrap().to_owned();
-                    // Keep draining the server's output in the background.
-                    std::thread::spawn(move || for _ in receiver {});
-                    return Server { child, address };
-                }
-                seen.push_str(&line);
-                seen.push('\n');
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("kes server did not start:\n{seen}");
-            }
-        }
-    }
+    // Verbatim from the tutorial.
+    start_server(
+        &setup.dir.0,
+        &["server", "--config=server-config.yml", "--auth=off"],
+        &[("APP_IDENTITY", &setup.app_identity)],
+    )
 }
 
 /// The environment of a client using a certificate and key file.

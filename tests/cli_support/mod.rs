@@ -2,9 +2,12 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -113,4 +116,58 @@ pub fn cert_der(path: &Path) -> Vec<u8> {
     let pem = std::fs::read(path).unwrap();
     let (_, block) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
     block.contents
+}
+
+/// A running `kes server`, stopped on drop.
+pub struct Server {
+    child: Child,
+    /// `127.0.0.1:port`, from the startup banner.
+    pub address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `kes ARGS` (a `server` command line) in `dir` and waits for its banner's
+/// `listening on https://ADDRESS` line.
+pub fn start_server(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))
+        .current_dir(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kes server starts");
+    let stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let mut seen = String::new();
+    loop {
+        match receiver.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => {
+                if let Some(rest) = line.split("listening on https://").nth(1) {
+                    let address = rest.split_whitespace().next().unwrap().to_owned();
+                    // Keep draining the server's output in the background.
+                    std::thread::spawn(move || for _ in receiver {});
+                    return Server { child, address };
+                }
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kes server did not start:\n{seen}");
+            }
+        }
+    }
 }
