@@ -6,16 +6,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::{CacheConfig, CacheStats, DEFAULT_PROBE_INTERVAL, KeyCache};
+use crate::config::CacheExpiry;
 use crate::crypto::KeyVersion;
 use crate::keystore::{KeyStore, KeyStoreError, LIST_PAGE};
 
 pub struct Keys {
     store: Arc<dyn KeyStore>,
+    cache: KeyCache<Arc<KeyVersion>>,
 }
 
 impl Keys {
-    pub fn new(store: Arc<dyn KeyStore>) -> Keys {
-        Keys { store }
+    /// Puts a cache with `expiry` in front of `store`, and starts the prober that tells
+    /// the cache when the store goes offline.
+    pub fn new(store: Arc<dyn KeyStore>, expiry: CacheExpiry) -> Keys {
+        let cache = KeyCache::new(CacheConfig {
+            any: expiry.any,
+            unused: expiry.unused,
+            offline: expiry.offline,
+        });
+        if let Err(e) = cache.watch(store.clone(), DEFAULT_PROBE_INTERVAL) {
+            log::warn!("cannot start the keystore prober: {e}");
+        }
+        Keys { store, cache }
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     pub fn describe_store(&self) -> String {
@@ -28,17 +45,22 @@ impl Keys {
         self.store.create(name, encoded.as_bytes())
     }
 
-    /// The parsed key `name`.
+    /// The parsed key `name`, from the cache when it holds it.
     pub fn get(&self, name: &str) -> Result<Arc<KeyVersion>, KeyStoreError> {
-        let stored = self.store.get(name)?;
-        KeyVersion::parse(&stored).map(Arc::new).map_err(|e| {
-            log::error!("stored key '{name}' cannot be read: {e}");
-            KeyStoreError::Other(format!("stored key '{name}' cannot be read: {e}"))
+        self.cache.get_or_load(name, || {
+            let stored = self.store.get(name)?;
+            KeyVersion::parse(&stored).map(Arc::new).map_err(|e| {
+                log::error!("stored key '{name}' cannot be read: {e}");
+                KeyStoreError::Other(format!("stored key '{name}' cannot be read: {e}"))
+            })
         })
     }
 
+    /// Deletes `name` from the keystore, then from the cache.
     pub fn delete(&self, name: &str) -> Result<(), KeyStoreError> {
-        self.store.delete(name)
+        let result = self.store.delete(name);
+        self.cache.remove(name);
+        result
     }
 
     /// Every key name starting with `prefix`, sorted, across all keystore pages.

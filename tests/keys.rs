@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use common::{Client, Credential, Kes, Pki, run_kes};
+use common::{Client, Credential, Kes, Pki};
 
 const DECRYPT_ERROR: &str = "decryption failed: ciphertext is not authentic";
 

@@ -34,8 +34,6 @@ pub struct FsKeyStore {
     dir: PathBuf,
 }
 
-/// Opens the keystore at `path`; see [`FsKeyStore::open`].
-
 impl FsKeyStore {
     /// Opens the keystore in directory `path`, creating it (and missing parents) with
     /// mode 0700 if it does not exist, and removes temporary files that a crash left
@@ -386,7 +384,10 @@ mod tests {
             .unwrap()
             .create("k", b"value")
             .unwrap();
-        assert_eq!(*open(&tmp.0).unwrap().get("k").unwrap(), b"value");
+        assert_eq!(
+            *FsKeyStore::open(&tmp.0).unwrap().get("k").unwrap(),
+            b"value"
+        );
     }
 
     #[test]

@@ -173,10 +173,8 @@ fn run(flags: Flags) -> Result<(), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let state = Arc::new(State::new(
-        Live::new(config, tls_config),
-        crate::keys::Keys::new(keystore),
-    ));
+    let keys = crate::keys::Keys::new(keystore, config.cache);
+    let state = Arc::new(State::new(Live::new(config, tls_config), keys));
     let gauges = Arc::new(Gauges::default());
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -239,8 +237,18 @@ fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
     Ok(match config {
         KeyStoreConfig::Memory => Arc::new(crate::keystore::mem::MemKeyStore::new()),
         KeyStoreConfig::Fs { path } => Arc::new(crate::keystore::fs::FsKeyStore::open(path)?),
-        KeyStoreConfig::CipherTrust(_) => {
-            return Err("the CipherTrust keystore is not available in this build yet".into());
+        KeyStoreConfig::CipherTrust(settings) => {
+            let config = crate::keystore::ciphertrust::CipherTrustConfig {
+                endpoint: settings.endpoint.clone(),
+                refresh_token: zeroize::Zeroizing::new(settings.token.clone()),
+                domain: settings.domain.clone(),
+                retry: settings.retry,
+                ca: settings.ca.clone(),
+                insecure_skip_verify: settings.insecure_skip_verify,
+            };
+            let store = crate::keystore::ciphertrust::CipherTrust::connect(config)
+                .map_err(|e| format!("CipherTrust keystore at {}: {e}", settings.endpoint))?;
+            Arc::new(store)
         }
     })
 }
