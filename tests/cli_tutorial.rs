@@ -13,7 +13,6 @@ use cli_support::{TempDir, fails, kes_in, ok, start_server};
 use ctm_sim::{CtmSim, REFRESH_TOKEN};
 
 #[test]
-#[ignore = "needs the server to open the CipherTrust keystore; run with --ignored once it does"]
 fn ciphertrust_tutorial_runs_as_written() {
     let sim = CtmSim::start();
     let dir = TempDir::new("tutorial");
