@@ -6,7 +6,6 @@
 
 mod cli_support;
 #[path = "common/ctm_sim.rs"]
-#[allow(dead_code)]
 mod ctm_sim;
 
 use cli_support::{TempDir, fails, kes_in, ok, start_server};
