@@ -379,6 +379,32 @@ fn missing_or_conflicting_credentials_say_what_to_set() {
         &[("KES_API_KEY", "kes:v1:bogus")],
     ));
     assert!(message.contains("invalid API key"), "{message}");
+    // A key that does not belong to the certificate is caught before connecting.
+    ok(kes_in(
+        &dir.0,
+        ["tool", "identity", "new", "--key=a.key", "--cert=a.crt"],
+        &[],
+    ));
+    ok(kes_in(
+        &dir.0,
+        ["tool", "identity", "new", "--key=b.key", "--cert=b.crt"],
+        &[],
+    ));
+    let message = fails(kes_in(
+        &dir.0,
+        ["status", "-k"],
+        &[("KES_CLIENT_CERT", "a.crt"), ("KES_CLIENT_KEY", "b.key")],
+    ));
+    assert!(
+        message.contains("does not belong to the certificate"),
+        "{message}"
+    );
+    let message = fails(kes_in(
+        &dir.0,
+        ["status", "-k"],
+        &[("KES_CLIENT_CERT", "a.crt"), ("KES_CLIENT_KEY", "a.crt")],
+    ));
+    assert!(message.contains("no PEM PRIVATE KEY"), "{message}");
     // A closed port: the address tried is named.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();

@@ -483,12 +483,45 @@ fn load_key_pair(key_path: &str, cert_path: &str) -> Result<(ClientCert, String)
              e.g. 'openssl pkey -in {key_path} -out plain.key', and point KES_CLIENT_KEY at that"
         )));
     }
-    let private = PrivateKey::from_pem(&key_pem).map_err(|_| {
+    let no_key = || {
         Exit::Error(format!(
             "reading private key file '{key_path}': it contains no PEM PRIVATE KEY block"
         ))
-    })?;
+    };
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(no_key)?;
+    check_key_matches_certificate(&key_der, leaf.der(), key_path, cert_path)?;
+    let private = PrivateKey::from_pem(&key_pem).map_err(|_| no_key())?;
     Ok((ClientCert::new_with_certs(&chain, private), identity))
+}
+
+/// Fails with a clear message when the private key cannot sign for TLS or does not belong
+/// to the certificate (the TLS library would otherwise stop at the first connection).
+fn check_key_matches_certificate(
+    key_der: &rustls_pki_types::PrivateKeyDer<'_>,
+    cert_der: &[u8],
+    key_path: &str,
+    cert_path: &str,
+) -> Result<(), Exit> {
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(key_der).map_err(|e| {
+        Exit::Error(format!(
+            "the private key in '{key_path}' cannot be used for TLS ({e}): use an Ed25519, \
+             ECDSA P-256/P-384 or RSA key"
+        ))
+    })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| Exit::Error(format!("reading certificate file '{cert_path}': {e}")))?;
+    if let Some(key_spki) = signing_key.public_key() {
+        if key_spki.as_ref() != cert.public_key().raw {
+            return Err(Exit::Error(format!(
+                "the private key in '{key_path}' does not belong to the certificate in \
+                 '{cert_path}': check KES_CLIENT_KEY and KES_CLIENT_CERT"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Trusted roots: the CA variables, else the system's bundle.
