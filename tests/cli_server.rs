@@ -219,6 +219,21 @@ fn status_identities_policies_and_listings_over_mtls() {
         serde_json::from_str::<Vec<String>>(&ok(kes_in(dir, ["ls", "-k", "-i"], &admin))).unwrap(),
         ids
     );
+    // `kes ls` takes the server and API key from flags, too.
+    let flagged = ok(kes_in(
+        dir,
+        [
+            "ls",
+            "-i",
+            "-k",
+            "-s",
+            &server.address,
+            "-a",
+            &setup.admin_api_key,
+        ],
+        &[],
+    ));
+    assert_eq!(serde_json::from_str::<Vec<String>>(&flagged).unwrap(), ids);
     let policies: Vec<String> =
         serde_json::from_str(&ok(kes_in(dir, ["policy", "ls", "-k"], &admin))).unwrap();
     assert_eq!(policies, ["minio-server", "my-app"]);
