@@ -312,6 +312,10 @@ fn log_streams_are_copied_line_by_line() {
     let output = mock.kes(&["log", "--error", "--json", "-k"]);
     assert_eq!(cli_support::stdout(&output), "{\"message\":\"boom\"}\n");
     assert_eq!(mock.last().path, "/v1/log/error");
+    // The form of releases up to v0.18.
+    let output = mock.kes(&["log", "trace", "--type", "error", "-k"]);
+    assert_eq!(cli_support::stdout(&output), "{\"message\":\"boom\"}\n");
+    assert_eq!(mock.last().path, "/v1/log/error");
 }
 
 #[test]

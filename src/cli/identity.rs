@@ -59,13 +59,12 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
             "new" => return new(rest),
             "of" => return of(rest),
             "info" => return info(rest),
-            "ls" => return ls(rest),
-            "rm" => {
-                return Err(Exit::Error(
-                    "'kes identity rm' needs the stateful server of the 2023 releases: identities \
-                     are assigned to policies in the server's config file"
-                        .into(),
-                ));
+            "ls" | "list" => return ls(rest),
+            "rm" | "assign" | "forget" => {
+                return Err(Exit::Error(format!(
+                    "'kes identity {command}' changed identities at runtime on older or stateful \
+                     servers: here identities are assigned to policies in the server's config file"
+                )));
             }
             _ => {}
         }

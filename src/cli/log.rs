@@ -59,8 +59,57 @@ struct AuditResponse {
     time: u64,
 }
 
+const TRACE_USAGE: &str = "Usage:
+    kes log trace [options]
+
+Options:
+    --type {audit|error|metric}   The log event type. (default: audit)
+    --json                        Print log events as JSON.
+    -k, --insecure                Skip TLS certificate validation.
+    -h, --help                    Print command line options.
+
+The form of releases up to v0.18; the same as 'kes log --audit', 'kes log --error'
+and 'kes metric'.
+
+Examples:
+    $ kes log trace
+    $ kes log trace --type error
+";
+
+/// `kes log trace --type …` of releases ≤ v0.18.
+fn trace(raw: Vec<OsString>) -> Outcome {
+    let flags = [INSECURE, JSON, args::option("type", None)];
+    let parsed = args::parse("kes log trace", TRACE_USAGE, &flags, raw)?;
+    if !parsed.positionals.is_empty() {
+        return Err(Exit::Error(
+            "too many arguments. See 'kes log trace --help'".into(),
+        ));
+    }
+    let mut forwarded: Vec<OsString> = Vec::new();
+    if parsed.has("insecure") {
+        forwarded.push("--insecure".into());
+    }
+    match parsed.value("type").unwrap_or("audit") {
+        "metric" => return super::metric::run(forwarded),
+        "audit" => forwarded.push("--audit".into()),
+        "error" => forwarded.push("--error".into()),
+        other => {
+            return Err(Exit::Error(format!(
+                "invalid log type --type: {other:?}: use audit, error or metric"
+            )));
+        }
+    }
+    if parsed.has("json") {
+        forwarded.push("--json".into());
+    }
+    run(forwarded)
+}
+
 /// `kes log`.
 pub fn run(raw: Vec<OsString>) -> Outcome {
+    if raw.first().is_some_and(|a| a == "trace") {
+        return trace(raw[1..].to_vec());
+    }
     let flags = [
         INSECURE,
         JSON,
@@ -206,6 +255,18 @@ mod tests {
     fn error_rows() {
         assert_eq!(format_error_event(r#"{"message":"boom"}"#), "boom\n");
         assert_eq!(format_error_event("not json"), "not json\n");
+    }
+
+    #[test]
+    fn old_trace_form_is_checked() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(
+            matches!(run(args(&["trace", "--type", "nope"])), Err(Exit::Error(m)) if m.contains("invalid log type"))
+        );
+        assert!(matches!(
+            run(args(&["trace", "-h"])),
+            Err(Exit::Help(TRACE_USAGE))
+        ));
     }
 
     #[test]

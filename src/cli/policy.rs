@@ -35,9 +35,9 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
     };
     match command.as_str() {
         "info" => info(rest),
-        "ls" => ls(rest),
+        "ls" | "list" => ls(rest),
         "show" => show(rest),
-        "create" | "assign" | "rm" => Err(Exit::Error(format!(
+        "create" | "assign" | "rm" | "add" | "delete" => Err(Exit::Error(format!(
             "'kes policy {command}' needs the stateful server of the 2023 releases: policies and \
              their identities are defined in the server's config file"
         ))),
