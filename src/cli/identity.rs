@@ -795,7 +795,12 @@ Examples:
 ";
 
 fn ls(raw: Vec<OsString>) -> Outcome {
-    let parsed = args::parse("kes identity ls", LS_USAGE, &[INSECURE, JSON, COLOR, ENCLAVE], raw)?;
+    let parsed = args::parse(
+        "kes identity ls",
+        LS_USAGE,
+        &[INSECURE, JSON, COLOR, ENCLAVE],
+        raw,
+    )?;
     if parsed.positionals.len() > 1 {
         return Err(Exit::Error(
             "too many arguments. See 'kes identity ls --help'".into(),
