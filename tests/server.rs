@@ -105,6 +105,34 @@ fn admin_may_call_everything_and_apps_only_what_their_policy_allows() {
         "{read}"
     );
 
+    let policies = a.get("/v1/policy/list/*");
+    assert_eq!(
+        policies.header("content-type"),
+        Some("application/x-ndjson")
+    );
+    let names: Vec<serde_json::Value> = policies
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(names.len(), 1);
+    assert_eq!(names[0]["name"], "my-app");
+    let identities = a.get("/v1/identity/list");
+    let ids: Vec<String> = identities
+        .text()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["identity"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        ids.contains(&app.identity) && ids.contains(&admin.identity),
+        "{ids:?}"
+    );
+
     let mut p = kes.client(&app);
     assert_eq!(p.get("/v1/status").status, 200);
     assert_eq!(p.get("/v1/policy/describe/my-app").status, 200);

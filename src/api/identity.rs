@@ -35,19 +35,27 @@ pub fn list(ctx: &Ctx) -> Response {
     let Some(prefix) = list_prefix(ctx.resource) else {
         return invalid_pattern(ctx.resource);
     };
-    let mut ids: Vec<&str> = ctx
+    let created_at = ctx.state.started_rfc3339();
+    let admin = ctx.live.auth.admin.clone().unwrap_or_default();
+    let mut entries: Vec<serde_json::Value> = ctx
         .live
         .auth
         .assignments()
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|(id, policy)| {
+            json!({ "identity": id, "policy": policy, "created_at": created_at, "created_by": admin })
+        })
         .collect();
-    if let Some(admin) = ctx.live.auth.admin.as_deref() {
-        ids.push(admin);
+    if !admin.is_empty() {
+        entries.push(json!({ "identity": admin, "admin": true, "created_at": created_at }));
     }
-    ids.retain(|id| id.starts_with(prefix));
-    ids.sort_unstable();
-    Response::json(200, &json!({ "identities": ids, "continue_at": "" }))
+    entries.retain(|e| {
+        e["identity"]
+            .as_str()
+            .is_some_and(|id| id.starts_with(prefix))
+    });
+    entries.sort_by(|a, b| a["identity"].as_str().cmp(&b["identity"].as_str()));
+    super::ndjson(entries)
 }
 
 /// Describes the caller. For non-admins the last release answers 404 by mistake (it

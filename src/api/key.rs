@@ -221,17 +221,12 @@ pub fn list(ctx: &Ctx) -> Response {
         Ok(names) => names,
         Err(e) => return store_failure(e, "failed to list keys"),
     };
-    let mut body = Vec::with_capacity(names.len() * 24);
-    for name in names
-        .iter()
-        .filter(|n| !is_glob || crate::policy::glob_match(pattern, n))
-    {
-        serde_json::to_writer(&mut body, &json!({ "name": name })).unwrap_or_default();
-        body.push(b'\n');
-    }
-    let mut response = Response::new(200).with_header("Content-Type", "application/x-ndjson");
-    response.body = body;
-    response
+    super::ndjson(
+        names
+            .iter()
+            .filter(|n| !is_glob || crate::policy::glob_match(pattern, n))
+            .map(|name| json!({ "name": name })),
+    )
 }
 
 pub fn delete(ctx: &Ctx) -> Response {

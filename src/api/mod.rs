@@ -172,3 +172,18 @@ pub fn invalid_pattern(pattern: &str) -> Response {
         &format!("listing pattern '{pattern}' is empty, too long or is invalid"),
     )
 }
+
+/// A listing as NDJSON, one object per line, `Content-Type: application/x-ndjson` exactly:
+/// the one listing format both SDK generations read completely (the last SDK switches
+/// on that exact content type; the 2023 SDK reads a stream of objects).
+pub fn ndjson<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Response {
+    let mut body = Vec::new();
+    for item in items {
+        if serde_json::to_writer(&mut body, &item).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    let mut response = Response::new(200).with_header("Content-Type", "application/x-ndjson");
+    response.body = body;
+    response
+}

@@ -70,13 +70,16 @@ pub fn list(ctx: &Ctx) -> Response {
     let Some(prefix) = list_prefix(ctx.resource) else {
         return invalid_pattern(ctx.resource);
     };
-    let names: Vec<&str> = ctx
-        .live
-        .auth
-        .policies
-        .keys()
-        .map(String::as_str)
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    Response::json(200, &json!({ "names": names, "continue_at": "" }))
+    let created_at = ctx.state.started_rfc3339();
+    let created_by = created_by(ctx);
+    super::ndjson(
+        ctx.live
+            .auth
+            .policies
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .map(
+                |name| json!({ "name": name, "created_at": created_at, "created_by": created_by }),
+            ),
+    )
 }
