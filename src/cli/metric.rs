@@ -189,7 +189,15 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
     let mut drawn_lines = 0;
     loop {
         let started = Instant::now();
-        let metric = scrape(&client)?;
+        let metric = match scrape(&client) {
+            Ok(metric) => metric,
+            Err(e) => {
+                if terminal && drawn_lines > 0 {
+                    let _ = output::print("\x1b[?25h"); // the dashboard hid the cursor
+                }
+                return Err(e);
+            }
+        };
         if terminal {
             let rate = previous
                 .as_ref()
