@@ -162,42 +162,10 @@ fn rewrite_single_dash_long_flags(args: Vec<OsString>, flags: &[Flag]) -> Vec<Os
     out
 }
 
-/// Parses a Go duration string such as `720h`, `1h30m`, `1.5h`, `90s`, `500ms`.
+/// Parses a Go duration string such as `720h`, `1h30m`, `1.5h`, `90s`, `500ms` (the
+/// config file's parser).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds_per_unit;
-    }
-    std::time::Duration::try_from_secs_f64(total).ok()
+    text.parse::<crate::config::GoDuration>().ok().map(|d| d.0)
 }
 
 #[cfg(test)]

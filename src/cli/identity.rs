@@ -22,7 +22,7 @@ use sha2::Digest;
 
 use super::args::{self, COLOR, ENCLAVE, Flag, INSECURE, JSON, Parsed};
 use super::client::{Client, ConnectOptions, Method};
-use super::ls::{ListKind, list_names, print_names};
+use super::ls::{ListKind, run_group_ls};
 use super::output::{self, Paint};
 use super::{Exit, Outcome, path_segment, subcommand};
 use crate::apikey::{ApiKey, CertificateSpec, Usage};
@@ -59,7 +59,7 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
             "new" => return new(rest),
             "of" => return of(rest),
             "info" => return info(rest),
-            "ls" | "list" => return ls(rest),
+            "ls" | "list" => return ls(rest, &command),
             "rm" | "assign" | "forget" => {
                 return Err(Exit::Error(format!(
                     "'kes identity {command}' changed identities at runtime on older or stateful \
@@ -794,29 +794,13 @@ Examples:
     $ kes identity ls 'b804befd*'
 ";
 
-fn ls(raw: Vec<OsString>) -> Outcome {
-    let parsed = args::parse(
-        "kes identity ls",
+fn ls(raw: Vec<OsString>, command: &str) -> Outcome {
+    run_group_ls(
+        ListKind::Identities,
+        &format!("kes identity {command}"),
         LS_USAGE,
-        &[INSECURE, JSON, COLOR, ENCLAVE],
         raw,
-    )?;
-    if parsed.positionals.len() > 1 {
-        return Err(Exit::Error(
-            "too many arguments. See 'kes identity ls --help'".into(),
-        ));
-    }
-    let paint = Paint {
-        enabled: output::colorize(parsed.value("color"))?,
-    };
-    let client = Client::from_env(&ConnectOptions {
-        insecure: parsed.has("insecure"),
-        ..Default::default()
-    })?;
-    let names = list_names(&client, ListKind::Identities, parsed.arg(0).unwrap_or(""))
-        .map_err(|e| Exit::Error(format!("failed to list identities: {e}")))?;
-    let json = parsed.has("json") || !output::stdout_is_terminal();
-    print_names(&names, ListKind::Identities, json, paint)
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::args::{self, COLOR, ENCLAVE, Flag, INSECURE, JSON, Parsed};
 use super::client::{Client, ConnectOptions, Method};
-use super::ls::{ListKind, list_names, print_names};
+use super::ls::{ListKind, run_group_ls};
 use super::output::{self, Paint};
 use super::{Exit, Outcome, path_segment, subcommand};
 
@@ -287,26 +287,7 @@ Examples:
 ";
 
 fn ls(raw: Vec<OsString>, command: &str) -> Outcome {
-    let name_of_command = format!("kes key {command}");
-    let parsed = args::parse(
-        &name_of_command,
-        LS_USAGE,
-        &[INSECURE, JSON, COLOR, ENCLAVE],
-        raw,
-    )?;
-    if parsed.positionals.len() > 1 {
-        return Err(Exit::Error(format!(
-            "too many arguments. See '{name_of_command} --help'"
-        )));
-    }
-    let paint = Paint {
-        enabled: output::colorize(parsed.value("color"))?,
-    };
-    let client = connect(&parsed)?;
-    let names = list_names(&client, ListKind::Keys, parsed.arg(0).unwrap_or(""))
-        .map_err(|e| Exit::Error(format!("failed to list keys: {e}")))?;
-    let json = parsed.has("json") || !output::stdout_is_terminal();
-    print_names(&names, ListKind::Keys, json, paint)
+    run_group_ls(ListKind::Keys, &format!("kes key {command}"), LS_USAGE, raw)
 }
 
 const RM_USAGE: &str = "Usage:

@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 
-use super::args::{self, Flag, INSECURE, JSON};
+use super::args::{self, COLOR, ENCLAVE, Flag, INSECURE, JSON};
 use super::client::{CallError, Client, ConnectOptions, Method};
 use super::output::{self, Paint};
 use super::{Exit, Outcome, path_segment};
@@ -134,6 +134,45 @@ pub fn print_names(names: &[String], kind: ListKind, json: bool, paint: Paint) -
         text.push('\n');
     }
     output::print(&text)
+}
+
+impl ListKind {
+    /// The plural used in error messages.
+    fn plural(self) -> &'static str {
+        match self {
+            ListKind::Keys => "keys",
+            ListKind::Policies => "policies",
+            ListKind::Identities => "identities",
+        }
+    }
+}
+
+/// `kes key ls`, `kes policy ls`, `kes identity ls` (and their `list` aliases):
+/// `[-k] [--json] [--color WHEN] [-e ENCLAVE] [PREFIX]`. `command` is the full command
+/// name for messages, e.g. "kes key ls".
+pub fn run_group_ls(
+    kind: ListKind,
+    command: &str,
+    usage: &'static str,
+    raw: Vec<OsString>,
+) -> Outcome {
+    let parsed = args::parse(command, usage, &[INSECURE, JSON, COLOR, ENCLAVE], raw)?;
+    if parsed.positionals.len() > 1 {
+        return Err(Exit::Error(format!(
+            "too many arguments. See '{command} --help'"
+        )));
+    }
+    let paint = Paint {
+        enabled: output::colorize(parsed.value("color"))?,
+    };
+    let client = Client::from_env(&ConnectOptions {
+        insecure: parsed.has("insecure"),
+        ..Default::default()
+    })?;
+    let names = list_names(&client, kind, parsed.arg(0).unwrap_or(""))
+        .map_err(|e| Exit::Error(format!("failed to list {}: {e}", kind.plural())))?;
+    let json = parsed.has("json") || !output::stdout_is_terminal();
+    print_names(&names, kind, json, paint)
 }
 
 const USAGE: &str = "Usage:

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::args::{self, COLOR, ENCLAVE, INSECURE, JSON, Parsed};
 use super::client::{Client, ConnectOptions, Method};
 use super::identity::rule_list;
-use super::ls::{ListKind, list_names, print_names};
+use super::ls::{ListKind, run_group_ls};
 use super::output::{self, Paint};
 use super::{Exit, Outcome, path_segment, subcommand};
 
@@ -35,7 +35,7 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
     };
     match command.as_str() {
         "info" => info(rest),
-        "ls" | "list" => ls(rest),
+        "ls" | "list" => ls(rest, &command),
         "show" => show(rest),
         "create" | "assign" | "rm" | "add" | "delete" => Err(Exit::Error(format!(
             "'kes policy {command}' needs the stateful server of the 2023 releases: policies and \
@@ -147,26 +147,13 @@ Examples:
     $ kes policy ls 'my-policy*'
 ";
 
-fn ls(raw: Vec<OsString>) -> Outcome {
-    let parsed = args::parse(
-        "kes policy ls",
+fn ls(raw: Vec<OsString>, command: &str) -> Outcome {
+    run_group_ls(
+        ListKind::Policies,
+        &format!("kes policy {command}"),
         LS_USAGE,
-        &[INSECURE, JSON, COLOR, ENCLAVE],
         raw,
-    )?;
-    if parsed.positionals.len() > 1 {
-        return Err(Exit::Error(
-            "too many arguments. See 'kes policy ls --help'".into(),
-        ));
-    }
-    let paint = Paint {
-        enabled: output::colorize(parsed.value("color"))?,
-    };
-    let client = connect(&parsed)?;
-    let names = list_names(&client, ListKind::Policies, parsed.arg(0).unwrap_or(""))
-        .map_err(|e| Exit::Error(format!("failed to list policies: {e}")))?;
-    let json = parsed.has("json") || !output::stdout_is_terminal();
-    print_names(&names, ListKind::Policies, json, paint)
+    )
 }
 
 const SHOW_USAGE: &str = "Usage:
