@@ -7,31 +7,16 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use cli_support::{TempDir, cert_der, fails, kes_in, ok, stderr};
+use cli_support::{
+    TUTORIAL_APP_IDENTITY, TUTORIAL_SERVER_IDENTITY, TempDir, cert_der, fails, kes_in, ok, stderr,
+};
 use x509_parser::prelude::*;
 
 #[test]
 fn tutorial_server_identity_is_a_valid_rustls_server_certificate() {
     let dir = TempDir::new("server-identity");
     // Verbatim from the tutorial.
-    ok(kes_in(
-        &dir.0,
-        [
-            "tool",
-            "identity",
-            "new",
-            "--server",
-            "--key",
-            "server.key",
-            "--cert",
-            "server.cert",
-            "--ip",
-            "127.0.0.1",
-            "--dns",
-            "localhost",
-        ],
-        &[],
-    ));
+    ok(kes_in(&dir.0, TUTORIAL_SERVER_IDENTITY, &[]));
     let der = cert_der(&dir.path("server.cert"));
     let (_, cert) = X509Certificate::from_der(&der).unwrap();
     let eku = cert.extended_key_usage().unwrap().unwrap().value;
@@ -121,18 +106,7 @@ fn handshake_with(dir: &TempDir, server_name: &str) {
 fn tutorial_app_identity_and_identity_of() {
     let dir = TempDir::new("app-identity");
     // Verbatim from the tutorial.
-    let printed = ok(kes_in(
-        &dir.0,
-        [
-            "tool",
-            "identity",
-            "new",
-            "--key=app.key",
-            "--cert=app.cert",
-            "app",
-        ],
-        &[],
-    ));
+    let printed = ok(kes_in(&dir.0, TUTORIAL_APP_IDENTITY, &[]));
     assert_eq!(
         printed, "",
         "the old command prints nothing when not on a terminal"
@@ -188,18 +162,7 @@ fn tutorial_app_identity_and_identity_of() {
     assert_eq!(ok(kes_in(&dir.0, ["identity", &api_key], &[])), identity);
 
     // Existing files are kept unless forced.
-    let message = fails(kes_in(
-        &dir.0,
-        [
-            "tool",
-            "identity",
-            "new",
-            "--key=app.key",
-            "--cert=app.cert",
-            "app",
-        ],
-        &[],
-    ));
+    let message = fails(kes_in(&dir.0, TUTORIAL_APP_IDENTITY, &[]));
     assert!(message.contains("already exists. Use --force"), "{message}");
     ok(kes_in(
         &dir.0,

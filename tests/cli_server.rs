@@ -3,7 +3,10 @@
 
 mod cli_support;
 
-use cli_support::{Server, TempDir, fails, kes_in, ok, start_server};
+use cli_support::{
+    Server, TUTORIAL_APP_IDENTITY, TUTORIAL_SERVER_IDENTITY, TempDir, fails, kes_in, ok,
+    start_server,
+};
 
 /// The identities of one test setup, made with the CLI in `dir`.
 struct Setup {
@@ -17,36 +20,8 @@ struct Setup {
 fn setup(label: &str) -> Setup {
     let dir = TempDir::new(label);
     // The tutorial's identity steps, verbatim.
-    ok(kes_in(
-        &dir.0,
-        [
-            "tool",
-            "identity",
-            "new",
-            "--server",
-            "--key",
-            "server.key",
-            "--cert",
-            "server.cert",
-            "--ip",
-            "127.0.0.1",
-            "--dns",
-            "localhost",
-        ],
-        &[],
-    ));
-    ok(kes_in(
-        &dir.0,
-        [
-            "tool",
-            "identity",
-            "new",
-            "--key=app.key",
-            "--cert=app.cert",
-            "app",
-        ],
-        &[],
-    ));
+    ok(kes_in(&dir.0, TUTORIAL_SERVER_IDENTITY, &[]));
+    ok(kes_in(&dir.0, TUTORIAL_APP_IDENTITY, &[]));
     let app_identity = ok(kes_in(&dir.0, ["tool", "identity", "of", "app.cert"], &[]));
     // An admin with both an API key and a certificate for the same key.
     let text = ok(kes_in(

@@ -8,7 +8,9 @@ mod cli_support;
 #[path = "common/ctm_sim.rs"]
 mod ctm_sim;
 
-use cli_support::{TempDir, fails, kes_in, ok, start_server};
+use cli_support::{
+    TUTORIAL_APP_IDENTITY, TUTORIAL_SERVER_IDENTITY, TempDir, fails, kes_in, ok, start_server,
+};
 use ctm_sim::{CtmSim, REFRESH_TOKEN};
 
 #[test]
@@ -18,34 +20,8 @@ fn ciphertrust_tutorial_runs_as_written() {
     let run = |args: &[&str], env: &[(&str, &str)]| kes_in(&dir.0, args, env);
 
     // Step 2 and 3, verbatim.
-    ok(run(
-        &[
-            "tool",
-            "identity",
-            "new",
-            "--server",
-            "--key",
-            "server.key",
-            "--cert",
-            "server.cert",
-            "--ip",
-            "127.0.0.1",
-            "--dns",
-            "localhost",
-        ],
-        &[],
-    ));
-    ok(run(
-        &[
-            "tool",
-            "identity",
-            "new",
-            "--key=app.key",
-            "--cert=app.cert",
-            "app",
-        ],
-        &[],
-    ));
+    ok(run(TUTORIAL_SERVER_IDENTITY, &[]));
+    ok(run(TUTORIAL_APP_IDENTITY, &[]));
     let app_identity = ok(run(&["tool", "identity", "of", "app.cert"], &[]));
 
     // Step 4: the tutorial's config (on a free port instead of 7373).

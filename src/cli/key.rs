@@ -114,14 +114,28 @@ fn create(raw: Vec<OsString>) -> Outcome {
         return import_key(&client, &parsed.positionals[0], &key);
     }
     let client = connect(&parsed)?;
-    for name in &parsed.positionals {
+    for_each_name(
+        &client,
+        &parsed.positionals,
+        Method::Post,
+        "/v1/key/create/",
+        "create",
+    )
+}
+
+/// Sends `method route+NAME` without a body for each name in turn; the first failure
+/// ends the command with "failed to VERB key NAME: …".
+fn for_each_name(
+    client: &Client,
+    names: &[String],
+    method: Method,
+    route: &str,
+    verb: &str,
+) -> Outcome {
+    for name in names {
         client
-            .call(
-                Method::Post,
-                &format!("/v1/key/create/{}", path_segment(name)),
-                None,
-            )
-            .map_err(|e| Exit::Error(format!("failed to create key {name:?}: {e}")))?;
+            .call(method, &format!("{route}{}", path_segment(name)), None)
+            .map_err(|e| Exit::Error(format!("failed to {verb} key {name:?}: {e}")))?;
     }
     Ok(())
 }
@@ -313,16 +327,13 @@ fn rm(raw: Vec<OsString>, command: &str) -> Outcome {
         )));
     }
     let client = connect(&parsed)?;
-    for name in &parsed.positionals {
-        client
-            .call(
-                Method::Delete,
-                &format!("/v1/key/delete/{}", path_segment(name)),
-                None,
-            )
-            .map_err(|e| Exit::Error(format!("failed to remove key {name:?}: {e}")))?;
-    }
-    Ok(())
+    for_each_name(
+        &client,
+        &parsed.positionals,
+        Method::Delete,
+        "/v1/key/delete/",
+        "remove",
+    )
 }
 
 const ENCRYPT_USAGE: &str = "Usage:

@@ -34,6 +34,32 @@ impl Drop for TempDir {
     }
 }
 
+/// The tutorial's server identity command line, verbatim (after `kes`).
+pub const TUTORIAL_SERVER_IDENTITY: &[&str] = &[
+    "tool",
+    "identity",
+    "new",
+    "--server",
+    "--key",
+    "server.key",
+    "--cert",
+    "server.cert",
+    "--ip",
+    "127.0.0.1",
+    "--dns",
+    "localhost",
+];
+
+/// The tutorial's app identity command line, verbatim (after `kes`).
+pub const TUTORIAL_APP_IDENTITY: &[&str] = &[
+    "tool",
+    "identity",
+    "new",
+    "--key=app.key",
+    "--cert=app.cert",
+    "app",
+];
+
 /// Every variable the client reads, so the caller's environment cannot leak in.
 pub const CLIENT_VARS: &[&str] = &[
     "MINIO_KES_SERVER",
