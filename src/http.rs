@@ -211,11 +211,14 @@ pub enum ChunkError {
 }
 
 /// A response to send.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// A stream body: each received item is one NDJSON line, sent as a chunk as soon as
+    /// it arrives, until the client goes away (log streams).
+    pub stream: Option<std::sync::mpsc::Receiver<std::sync::Arc<[u8]>>>,
 }
 
 impl Response {
@@ -224,6 +227,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            stream: None,
         }
     }
 
@@ -240,6 +244,7 @@ impl Response {
             status,
             headers: vec![("Content-Type", "application/json".into())],
             body,
+            stream: None,
         }
     }
 
@@ -251,7 +256,15 @@ impl Response {
             status,
             headers: vec![("Content-Type", "application/json".into())],
             body,
+            stream: None,
         }
+    }
+
+    /// A 200 NDJSON stream fed by `events`.
+    pub fn stream(events: std::sync::mpsc::Receiver<std::sync::Arc<[u8]>>) -> Response {
+        let mut response = Response::new(200).with_header("Content-Type", "application/x-ndjson");
+        response.stream = Some(events);
+        response
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -275,6 +288,26 @@ impl Response {
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+impl Response {
+    /// The head of a chunked stream response.
+    pub fn stream_head(&self) -> Vec<u8> {
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (name, value) in &self.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        head.into_bytes()
+    }
+}
+
+/// One line of a chunked NDJSON stream: the line plus `\n`, framed as a chunk.
+pub fn ndjson_chunk(line: &[u8]) -> Vec<u8> {
+    let mut chunk = format!("{:x}\r\n", line.len() + 1).into_bytes();
+    chunk.extend_from_slice(line);
+    chunk.extend_from_slice(b"\n\r\n");
+    chunk
 }
 
 pub fn reason(status: u16) -> &'static str {

@@ -50,6 +50,8 @@ impl Live {
 pub struct State {
     live: RwLock<Arc<Live>>,
     pub keys: Keys,
+    /// Connection and worker counters of the server, for the metrics.
+    pub gauges: Arc<crate::server::Gauges>,
     pub started: Instant,
     /// Start time as (Unix seconds, nanoseconds): the `created_at` of policies and identities.
     pub started_at: (i64, u32),
@@ -60,6 +62,7 @@ impl State {
         State {
             live: RwLock::new(Arc::new(live)),
             keys,
+            gauges: Arc::default(),
             started: Instant::now(),
             started_at: crate::timefmt::now(),
         }

@@ -1,8 +1,25 @@
-//! `GET /v1/metrics`. (Being written.)
+//! `GET /v1/metrics`: Prometheus text exposition.
+
+use std::sync::atomic::Ordering;
 
 use super::Ctx;
 use crate::http::Response;
+use crate::observe::{Gauges, metrics as registry};
 
-pub fn metrics(_: &Ctx) -> Response {
-    Response::error(501, "not implemented")
+pub fn metrics(ctx: &Ctx) -> Response {
+    let server = &ctx.state.gauges;
+    let cache = ctx.state.keys.cache_stats();
+    let gauges = Gauges {
+        open_connections: server.open_connections.load(Ordering::Relaxed) as u64,
+        refused_connections: server.refused_connections.load(Ordering::Relaxed) as u64,
+        busy_workers: server.busy_workers.load(Ordering::Relaxed) as u64,
+        workers: server.workers.load(Ordering::Relaxed) as u64,
+        cache_hits: cache.hits,
+        cache_misses: cache.misses,
+        keystore_latency: ctx.state.keys.status().ok(),
+    };
+    let mut response =
+        Response::new(200).with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    response.body = registry().render(&gauges).into_bytes();
+    response
 }

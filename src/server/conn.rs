@@ -11,7 +11,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
@@ -30,11 +32,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const READ_SLACK: usize = 64 * 1024;
 
 /// What the worker does with a connection after [`Conn::advance`].
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Next {
     /// Wait for more bytes until the deadline.
     Park(Instant),
     Close,
+    /// Send these events as a stream, on a thread of its own (log streams).
+    Stream(Receiver<Arc<[u8]>>),
 }
 
 /// A request whose head has arrived and whose body is still arriving.
@@ -139,6 +143,7 @@ impl Conn {
             match self.step(state, closing)? {
                 Step::Again => continue,
                 Step::Close => return Ok(Next::Close),
+                Step::Stream(events) => return Ok(Next::Stream(events)),
                 Step::Drain => {
                     return Ok(self.discard_input(self.draining.unwrap_or_else(Instant::now)));
                 }
@@ -236,10 +241,12 @@ impl Conn {
                     return Ok(Step::Wait(deadline));
                 }
                 Err(ChunkError::TooLarge) => {
-                    return self.refuse(&Response::error(413, "request body too large"));
+                    let response = Response::error(413, "request body too large");
+                    return self.refuse(&response, Some(&pending.req), pending.started);
                 }
                 Err(ChunkError::Malformed) => {
-                    return self.refuse(&Response::error(400, "malformed chunked request body"));
+                    let response = Response::error(400, "malformed chunked request body");
+                    return self.refuse(&response, Some(&pending.req), pending.started);
                 }
             },
         };
@@ -250,10 +257,17 @@ impl Conn {
             ..
         } = pending;
         req.body = body;
-        let response = self.dispatch(state, routed, &req);
-        let close = closing || !req.keep_alive();
-        self.send(&response, close, started + timeout_of(state, &routed))?;
+        let mut response = self.dispatch(state, routed, &req);
         self.served += 1;
+        if let Some(events) = response.stream.take() {
+            self.write_plain(&response.stream_head(), Instant::now() + HEADER_TIMEOUT)?;
+            self.record(Some(&req), response.status, started);
+            return Ok(Step::Stream(events));
+        }
+        let close = closing || !req.keep_alive();
+        let sent = self.send(&response, close, started + timeout_of(state, &routed));
+        self.record(Some(&req), response.status, started);
+        sent?;
         Ok(if close { Step::Close } else { Step::Again })
     }
 
@@ -279,10 +293,11 @@ impl Conn {
                 return Ok(Step::Wait(start + HEADER_TIMEOUT));
             }
             Err(HeadError::TooLarge) => {
-                return self.refuse(&Response::error(431, "request header fields too large"));
+                let response = Response::error(431, "request header fields too large");
+                return self.refuse(&response, None, head_started);
             }
             Err(HeadError::Malformed(msg)) => {
-                return self.refuse(&Response::error(400, &msg));
+                return self.refuse(&Response::error(400, &msg), None, head_started);
             }
         };
         self.inbuf.drain(..head_len);
@@ -290,10 +305,11 @@ impl Conn {
         let framing = match req.framing() {
             Ok(framing) => framing,
             Err(HeadError::Malformed(msg)) => {
-                return self.refuse(&Response::error(400, &msg));
+                return self.refuse(&Response::error(400, &msg), Some(&req), head_started);
             }
             Err(HeadError::TooLarge) => {
-                return self.refuse(&Response::error(431, "request header fields too large"));
+                let response = Response::error(431, "request header fields too large");
+                return self.refuse(&response, Some(&req), head_started);
             }
         };
         let announced = match framing {
@@ -305,11 +321,13 @@ impl Conn {
             Err(response) => {
                 self.served += 1;
                 if framing != BodyFraming::Length(0) {
-                    return self.refuse(&response);
+                    return self.refuse(&response, Some(&req), head_started);
                 }
                 // Without a body to skip, the connection can serve the next request.
                 let close = !req.keep_alive();
-                self.send(&response, close, Instant::now() + HEADER_TIMEOUT)?;
+                let sent = self.send(&response, close, Instant::now() + HEADER_TIMEOUT);
+                self.record(Some(&req), response.status, head_started);
+                sent?;
                 return Ok(if close { Step::Close } else { Step::Again });
             }
         };
@@ -333,9 +351,16 @@ impl Conn {
     }
 
     /// Answers a request that will not be read to its end, then stops reading.
-    fn refuse(&mut self, response: &Response) -> io::Result<Step> {
+    fn refuse(
+        &mut self,
+        response: &Response,
+        req: Option<&Request>,
+        started: Instant,
+    ) -> io::Result<Step> {
         let deadline = Instant::now() + HEADER_TIMEOUT;
-        self.send(response, true, deadline)?;
+        let sent = self.send(response, true, deadline);
+        self.record(req, response.status, started);
+        sent?;
         let _ = self.sock.shutdown(std::net::Shutdown::Write);
         self.draining = Some(Instant::now() + Duration::from_secs(2));
         Ok(Step::Drain)
@@ -360,7 +385,63 @@ impl Conn {
         }
     }
 
+    /// Audits and counts an answered request.
+    fn record(&self, req: Option<&Request>, status: u16, started: Instant) {
+        let identity = match &self.who {
+            Some(PeerIdentity::One(id)) => id.as_str(),
+            _ => "",
+        };
+        crate::observe::record(&crate::observe::RequestRecord {
+            identity,
+            ip: self.peer.ip(),
+            method: req.map_or("", |r| r.method.as_str()),
+            path: req.map_or("", |r| r.path.as_str()),
+            status,
+            elapsed: started.elapsed(),
+        });
+    }
+
+    /// Sends `events` as chunks until the client leaves, the events end, or `closing`
+    /// is set. Runs on a thread of its own: a stream never occupies a worker.
+    pub fn stream_events(mut self, events: Receiver<Arc<[u8]>>, closing: &AtomicBool) {
+        const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+        // Bound what a slow subscriber can have queued in the kernel too; past that it
+        // loses events (counted) instead of holding memory.
+        set_send_buffer(&self.sock, 64 * 1024);
+        loop {
+            if closing.load(Ordering::Acquire) {
+                break;
+            }
+            match events.recv_timeout(Duration::from_millis(500)) {
+                Ok(line) => {
+                    let chunk = http::ndjson_chunk(&line);
+                    if self
+                        .write_plain(&chunk, Instant::now() + WRITE_TIMEOUT)
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Notice a client that went away while nothing happened.
+                    if self.read_socket().is_err() || self.eof {
+                        return;
+                    }
+                    self.inbuf.clear();
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = self.write_plain(b"0\r\n\r\n", Instant::now() + WRITE_TIMEOUT);
+        self.tls.send_close_notify();
+        let _ = self.flush_tls(Instant::now() + Duration::from_secs(1));
+    }
+
     fn dispatch(&self, state: &State, routed: Routed, req: &Request) -> Response {
+        crate::observe::metrics()
+            .active
+            .fetch_add(1, Ordering::Relaxed);
+        let _active = ActiveRequest;
         let live = state.live();
         let who = self.who.clone().unwrap_or(PeerIdentity::Missing);
         let peer = self.peer.ip();
@@ -408,8 +489,20 @@ impl Conn {
     }
 }
 
+/// Counts a request as active until dropped (also when a handler panics).
+struct ActiveRequest;
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        crate::observe::metrics()
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 enum Step {
     Again,
+    Stream(Receiver<Arc<[u8]>>),
     Wait(Instant),
     Close,
     /// A refusal was sent before the request was read: discard input, then close.
@@ -420,6 +513,19 @@ fn timeout_of(state: &State, routed: &Routed) -> Duration {
     state.live().route_settings[routed.route]
         .timeout
         .unwrap_or(Duration::from_secs(3600))
+}
+
+fn set_send_buffer(sock: &TcpStream, bytes: libc::c_int) {
+    // SAFETY: valid socket and option value for the duration of the call.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// Blocks until the socket can take more bytes, or fails at `deadline`: a client that

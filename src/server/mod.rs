@@ -55,6 +55,7 @@ pub struct Gauges {
     pub open_connections: AtomicUsize,
     pub busy_workers: AtomicUsize,
     pub refused_connections: AtomicUsize,
+    pub workers: AtomicUsize,
 }
 
 /// Parked connections, keyed by their poller key.
@@ -131,8 +132,11 @@ impl Server {
         listener: TcpListener,
         state: Arc<State>,
         limits: Limits,
-        gauges: Arc<Gauges>,
     ) -> std::io::Result<Server> {
+        let gauges = state.gauges.clone();
+        gauges
+            .workers
+            .store(limits.workers.max(1), Ordering::Relaxed);
         listener.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             state,
@@ -284,7 +288,7 @@ fn poll_loop(shared: &Shared, work_tx: &Sender<Conn>) {
     }
 }
 
-fn worker(shared: &Shared, work_rx: &Mutex<Receiver<Conn>>) {
+fn worker(shared: &Arc<Shared>, work_rx: &Mutex<Receiver<Conn>>) {
     loop {
         let job = {
             let rx = work_rx.lock().unwrap_or_else(|e| e.into_inner());
@@ -298,6 +302,15 @@ fn worker(shared: &Shared, work_rx: &Mutex<Receiver<Conn>>) {
         match next {
             Next::Park(deadline) => shared.park(conn, deadline),
             Next::Close => drop(conn),
+            Next::Stream(events) => {
+                let shared = shared.clone();
+                let spawned = thread::Builder::new()
+                    .name("kes-log-stream".into())
+                    .spawn(move || conn.stream_events(events, &shared.closing));
+                if let Err(e) = spawned {
+                    log::warn!("cannot start a log stream: {e}");
+                }
+            }
         }
     }
 }

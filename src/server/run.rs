@@ -8,7 +8,7 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::{Gauges, Limits, Server};
+use super::{Limits, Server};
 use crate::config::{Config, KeyStoreConfig};
 use crate::keystore::KeyStore;
 use crate::state::{Live, State};
@@ -175,11 +175,9 @@ fn run(flags: Flags) -> Result<(), String> {
 
     let keys = crate::keys::Keys::new(keystore, config.cache);
     let state = Arc::new(State::new(Live::new(config, tls_config), keys));
-    let gauges = Arc::new(Gauges::default());
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
-    let server =
-        Server::start(listener, state.clone(), flags.limits, gauges).map_err(|e| e.to_string())?;
+    let server = Server::start(listener, state.clone(), flags.limits).map_err(|e| e.to_string())?;
 
     match &dev {
         Some(dev) => dev.print_banner(local),

@@ -308,7 +308,7 @@ impl Resp {
     }
 }
 
-type Stream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+pub type Stream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A keep-alive HTTPS client with an optional client certificate.
 pub struct Client {
@@ -409,6 +409,28 @@ impl Client {
         let stream = self.stream.as_mut().unwrap();
         stream.write_all(raw)?;
         stream.flush()
+    }
+
+    /// Makes the open connection's receive buffer tiny (a client that reads slowly).
+    pub fn shrink_receive_buffer(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.stream.as_ref().expect("connected").sock.as_raw_fd();
+        let size: libc::c_int = 2048;
+        // SAFETY: valid socket and option value for the duration of the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+
+    /// The open TLS stream, for reading a streamed response by hand.
+    pub fn into_stream(mut self) -> Stream {
+        self.stream.take().expect("connected")
     }
 
     /// Reads one response on the open connection.

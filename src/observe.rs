@@ -1,0 +1,426 @@
+//! What operators see of a running server: the audit trail, error events for log
+//! streams, and the Prometheus metrics.
+//!
+//! Every request is audited, successful or not, denied and unauthenticated ones
+//! included. Events go to subscribers of `/v1/log/audit` and `/v1/log/error` through
+//! bounded buffers: a slow subscriber loses events (counted), it never slows a request.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Events one subscriber may have waiting before it starts losing them.
+const SUBSCRIBER_BUFFER: usize = 1024;
+/// Subscribers per stream at most; each holds a thread.
+pub const MAX_SUBSCRIBERS: usize = 64;
+
+/// One event stream with any number of subscribers.
+#[derive(Default)]
+pub struct Broadcast {
+    subscribers: Mutex<Vec<SyncSender<Arc<[u8]>>>>,
+    /// Whether anybody listens; read on the hot path without the lock.
+    active: AtomicBool,
+    pub dropped: AtomicU64,
+}
+
+impl Broadcast {
+    /// A new subscription, or `None` when there are too many.
+    pub fn subscribe(&self) -> Option<Receiver<Arc<[u8]>>> {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if subs.len() >= MAX_SUBSCRIBERS {
+            return None;
+        }
+        let (tx, rx) = sync_channel(SUBSCRIBER_BUFFER);
+        subs.push(tx);
+        self.active.store(true, Ordering::Release);
+        Some(rx)
+    }
+
+    pub fn has_subscribers(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Sends one event (a JSON line without newline) to every subscriber.
+    pub fn publish(&self, line: Arc<[u8]>) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subs.retain(|tx| match tx.try_send(line.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+        self.active.store(!subs.is_empty(), Ordering::Release);
+    }
+}
+
+/// The audit stream.
+pub fn audit() -> &'static Broadcast {
+    static AUDIT: OnceLock<Broadcast> = OnceLock::new();
+    AUDIT.get_or_init(Broadcast::default)
+}
+
+/// The error-log stream.
+pub fn errors() -> &'static Broadcast {
+    static ERRORS: OnceLock<Broadcast> = OnceLock::new();
+    ERRORS.get_or_init(Broadcast::default)
+}
+
+/// One answered request, as the audit trail and the metrics see it.
+pub struct RequestRecord<'a> {
+    pub identity: &'a str,
+    pub ip: IpAddr,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub elapsed: Duration,
+}
+
+/// Where console audit lines go (`log.audit` on): a writer thread, so requests never
+/// wait for stdout.
+static CONSOLE_AUDIT: OnceLock<SyncSender<Arc<[u8]>>> = OnceLock::new();
+
+/// Turns console audit output (one JSON object per line on stdout) on.
+pub fn enable_console_audit() {
+    CONSOLE_AUDIT.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Arc<[u8]>>(SUBSCRIBER_BUFFER);
+        let _ = std::thread::Builder::new()
+            .name("kes-audit-stdout".into())
+            .spawn(move || {
+                use std::io::Write;
+                let stdout = std::io::stdout();
+                while let Ok(line) = rx.recv() {
+                    let mut out = stdout.lock();
+                    let _ = out.write_all(&line).and_then(|_| out.write_all(b"\n"));
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = out.write_all(&line).and_then(|_| out.write_all(b"\n"));
+                    }
+                    let _ = out.flush();
+                }
+            });
+        tx
+    });
+}
+
+/// Audits and counts one answered request.
+pub fn record(r: &RequestRecord) {
+    metrics().record(r.status, r.elapsed);
+    let console = CONSOLE_AUDIT.get();
+    if console.is_none() && !audit().has_subscribers() {
+        return;
+    }
+    let line: Arc<[u8]> = Arc::from(audit_line(r).into_bytes());
+    metrics().audit_events.fetch_add(1, Ordering::Relaxed);
+    if let Some(console) = console {
+        if console.try_send(line.clone()).is_err() {
+            audit().dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if audit().has_subscribers() {
+        audit().publish(line);
+    }
+}
+
+/// The audit event in the 2023 servers' shape, which both SDKs decode: `response.time`
+/// is in nanoseconds (a Go duration).
+fn audit_line(r: &RequestRecord) -> String {
+    let (secs, nanos) = crate::timefmt::now();
+    let mut request =
+        serde_json::json!({ "ip": r.ip.to_string(), "method": r.method, "path": r.path });
+    if !r.identity.is_empty() {
+        request["identity"] = r.identity.into();
+    }
+    serde_json::json!({
+        "time": crate::timefmt::format_rfc3339(secs, nanos),
+        "request": request,
+        "response": { "code": r.status, "time": r.elapsed.as_nanos() as u64 },
+    })
+    .to_string()
+}
+
+/// Histogram bucket bounds of `kes_http_response_time`, in seconds (the original's).
+const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0];
+
+/// Request counters and the latency histogram.
+pub struct Metrics {
+    started: Instant,
+    /// Responses by status code 100..=599.
+    by_code: Vec<AtomicU64>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+    pub active: AtomicU64,
+    pub audit_events: AtomicU64,
+    pub error_events: AtomicU64,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| Metrics {
+        started: Instant::now(),
+        by_code: (100..600).map(|_| AtomicU64::new(0)).collect(),
+        buckets: Default::default(),
+        count: AtomicU64::new(0),
+        sum_nanos: AtomicU64::new(0),
+        active: AtomicU64::new(0),
+        audit_events: AtomicU64::new(0),
+        error_events: AtomicU64::new(0),
+    })
+}
+
+/// Gauges owned by other parts of the server, read when metrics are rendered.
+pub struct Gauges {
+    pub open_connections: u64,
+    pub refused_connections: u64,
+    pub busy_workers: u64,
+    pub workers: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub keystore_latency: Option<Duration>,
+}
+
+impl Metrics {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        if let Some(counter) = self.by_code.get(usize::from(status).wrapping_sub(100)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        for (name, help, range) in [
+            (
+                "kes_http_request_success",
+                "Number of requests answered with 2xx.",
+                200..300,
+            ),
+            (
+                "kes_http_request_error",
+                "Number of requests answered with 4xx.",
+                400..500,
+            ),
+            (
+                "kes_http_request_failure",
+                "Number of requests answered with 5xx.",
+                500..600,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut any = false;
+            for code in range {
+                let n = self.by_code[code - 100].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "{name}{{code=\"{code}\"}} {n}");
+                    any = true;
+                }
+            }
+            if !any {
+                let _ = writeln!(out, "{name}{{code=\"{}\"}} 0", range_start_code(name));
+            }
+        }
+        gauge(
+            &mut out,
+            "kes_http_request_active",
+            "Number of requests being served.",
+            self.active.load(Ordering::Relaxed) as f64,
+        );
+
+        let name = "kes_http_response_time";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to answer a request, in seconds.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, counter) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += counter.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+
+        counter(
+            &mut out,
+            "kes_log_error_events",
+            "Number of error log events.",
+            self.error_events.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "kes_log_audit_events",
+            "Number of audit log events.",
+            self.audit_events.load(Ordering::Relaxed),
+        );
+        let uptime = (self.started.elapsed().as_millis() / 10) as f64 / 100.0;
+        gauge(
+            &mut out,
+            "kes_system_up_time",
+            "Time since the server started, in seconds.",
+            uptime,
+        );
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        gauge(
+            &mut out,
+            "kes_system_num_cpu",
+            "Number of logical CPUs.",
+            cpus,
+        );
+        gauge(
+            &mut out,
+            "kes_system_num_cpu_used",
+            "Number of CPUs the server may use.",
+            cpus,
+        );
+        let (threads, rss) = process_stats();
+        gauge(
+            &mut out,
+            "kes_system_num_threads",
+            "Number of threads of the server.",
+            threads as f64,
+        );
+        gauge(
+            &mut out,
+            "kes_system_mem_heap_used",
+            "Resident memory in bytes.",
+            rss as f64,
+        );
+        gauge(
+            &mut out,
+            "kes_system_mem_heap_objects",
+            "Not tracked by kes; always 0.",
+            0.0,
+        );
+        gauge(
+            &mut out,
+            "kes_system_mem_stack_used",
+            "Not tracked by kes; always 0.",
+            0.0,
+        );
+
+        gauge(
+            &mut out,
+            "kes_http_connections_open",
+            "Open client connections.",
+            gauges.open_connections as f64,
+        );
+        counter(
+            &mut out,
+            "kes_http_connections_refused",
+            "Connections refused for exceeding the connection limit.",
+            gauges.refused_connections,
+        );
+        gauge(
+            &mut out,
+            "kes_worker_pool_busy",
+            "Worker threads serving a request.",
+            gauges.busy_workers as f64,
+        );
+        gauge(
+            &mut out,
+            "kes_worker_pool_size",
+            "Worker threads.",
+            gauges.workers as f64,
+        );
+        counter(
+            &mut out,
+            "kes_cache_hits",
+            "Key lookups answered by the key cache.",
+            gauges.cache_hits,
+        );
+        counter(
+            &mut out,
+            "kes_cache_misses",
+            "Key lookups that went to the keystore.",
+            gauges.cache_misses,
+        );
+        let dropped =
+            audit().dropped.load(Ordering::Relaxed) + errors().dropped.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "kes_log_events_dropped",
+            "Log events a slow subscriber or console did not get.",
+            dropped,
+        );
+        if let Some(latency) = gauges.keystore_latency {
+            gauge(
+                &mut out,
+                "kes_keystore_latency_seconds",
+                "Time of the last keystore status check.",
+                latency.as_secs_f64(),
+            );
+        }
+        out
+    }
+}
+
+fn range_start_code(name: &str) -> u16 {
+    match name {
+        "kes_http_request_success" => 200,
+        "kes_http_request_error" => 400,
+        _ => 500,
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+/// (threads, resident bytes) of this process, from /proc.
+fn process_stats() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:") * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_subscriber_loses_events_and_they_are_counted() {
+        let b = Broadcast::default();
+        let rx = b.subscribe().unwrap();
+        for _ in 0..SUBSCRIBER_BUFFER + 10 {
+            b.publish(Arc::from(&b"{}"[..]));
+        }
+        assert!(b.dropped.load(Ordering::Relaxed) >= 10);
+        drop(rx);
+        b.publish(Arc::from(&b"{}"[..]));
+        assert!(!b.has_subscribers());
+    }
+}
