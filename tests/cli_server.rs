@@ -411,12 +411,14 @@ fn tutorial_key_steps_verbatim_and_key_commands() {
     assert!(message.contains("not authorized"), "{message}");
 }
 
-/// Runs `kes ARGS` in the background and returns its first line of output, then stops it.
-fn first_line_of(
+/// Runs `kes ARGS` in the background, runs `then`, and returns the first line of
+/// output that `wanted` accepts; stops the command.
+fn line_from(
     dir: &std::path::Path,
     args: &[&str],
     env: &[(&str, &str)],
     then: impl FnOnce(),
+    wanted: impl Fn(&str) -> bool,
 ) -> String {
     use std::io::BufRead;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kes"));
@@ -431,30 +433,51 @@ fn first_line_of(
     let stdout = child.stdout.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
     });
     // Give the command time to connect (a log stream only carries later events).
     std::thread::sleep(std::time::Duration::from_millis(500));
     then();
-    let line = receiver.recv_timeout(std::time::Duration::from_secs(10));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(line) if wanted(&line) => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
-    line.expect("the command printed a line in time")
+    found.unwrap_or_else(|| {
+        panic!("kes {args:?} printed no wanted line in time; it printed {seen:?}")
+    })
 }
 
 #[test]
-#[ignore = "needs log streaming and metrics in the server (issue 5); run with --ignored once they land"]
 fn log_and_metric_against_the_server() {
     let setup = setup("server-log");
     let server = start(&setup);
     let dir = &setup.dir.0;
     let admin = cert_env(&server, "admin.cert", "admin.key");
 
-    let event = first_line_of(dir, &["log", "-k"], &admin, || {
-        ok(kes_in(dir, ["key", "create", "-k", "logged-key"], &admin));
-    });
+    let event = line_from(
+        dir,
+        &["log", "-k"],
+        &admin,
+        || {
+            ok(kes_in(dir, ["key", "create", "-k", "logged-key"], &admin));
+        },
+        |line| line.contains("/v1/key/create/logged-key"),
+    );
     let event: serde_json::Value = serde_json::from_str(&event).unwrap();
     assert_eq!(
         event["request"]["path"], "/v1/key/create/logged-key",
@@ -463,7 +486,13 @@ fn log_and_metric_against_the_server() {
     assert_eq!(event["request"]["identity"], setup.admin_identity.as_str());
     assert_eq!(event["response"]["code"], 200);
 
-    let scrape = first_line_of(dir, &["metric", "-k", "--rate", "100ms"], &admin, || {});
+    let scrape = line_from(
+        dir,
+        &["metric", "-k", "--rate", "100ms"],
+        &admin,
+        || {},
+        |_| true,
+    );
     let metric: serde_json::Value = serde_json::from_str(&scrape).unwrap();
     assert!(
         metric["kes_http_request_success"].as_u64().unwrap() >= 1,
