@@ -3,7 +3,9 @@
 //! The way of one request is described in `docs/ARCHITECTURE.md`.
 
 pub mod api;
+pub mod apikey;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod http;

@@ -1,0 +1,307 @@
+//! `kes status`: server state (`/v1/status`) and, with `--api`, its API list (`/v1/api`).
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::args::{self, COLOR, INSECURE, JSON};
+use super::client::{Client, ConnectOptions, Method};
+use super::output::{self, Paint};
+use super::{Exit, Outcome};
+
+const USAGE: &str = "Usage:
+    kes status [options]
+
+Options:
+    -k, --insecure           Skip TLS certificate validation.
+    -s, --short              Print status information in a short summary format.
+        --api                List all server APIs.
+        --json               Print status information in JSON format.
+        --color <when>       When to use colors: auto (default), never, always.
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes status
+    $ kes status --api
+    $ kes status --json
+";
+
+/// The status response; also the `--json` output (the Go SDK's `State`: zero values
+/// are left out).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arch: String,
+    /// Seconds.
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_f64",
+        serialize_with = "whole_or_fraction"
+    )]
+    pub uptime: f64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub num_cpu: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub num_cpu_used: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub mem_heap_used: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub mem_stack_used: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub keystore_latency: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keystore_unreachable: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keystore_unavailable: bool,
+}
+
+/// One entry of `/v1/api`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Api {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub method: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub max_body: u64,
+    /// Seconds; 0 means none.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub timeout: u64,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// Whole numbers without a fraction (`12`, as Go prints a float64 12), others as floats.
+fn whole_or_fraction<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        serializer.serialize_i64(*value as i64)
+    } else {
+        serializer.serialize_f64(*value)
+    }
+}
+
+/// `kes status`.
+pub fn run(raw: Vec<OsString>) -> Outcome {
+    let flags = [
+        INSECURE,
+        JSON,
+        COLOR,
+        args::switch("short", Some('s')),
+        args::switch("api", None),
+    ];
+    let parsed = args::parse("kes status", USAGE, &flags, raw)?;
+    if !parsed.positionals.is_empty() {
+        return Err(Exit::Error(
+            "too many arguments. See 'kes status --help'".into(),
+        ));
+    }
+    let paint = Paint {
+        enabled: output::colorize(parsed.value("color"))?,
+    };
+    let client = Client::from_env(&ConnectOptions {
+        insecure: parsed.has("insecure"),
+        ..Default::default()
+    })?;
+
+    let started = Instant::now();
+    let reply = client
+        .call(Method::Get, "/v1/status", None)
+        .map_err(|e| Exit::Error(e.to_string()))?;
+    let latency = started.elapsed();
+    let mut state: State = reply.json().map_err(|e| Exit::Error(e.to_string()))?;
+    state.uptime = state.uptime.round();
+
+    let apis: Vec<Api> = if parsed.has("api") {
+        let reply = client
+            .call(Method::Get, "/v1/api", None)
+            .map_err(|e| Exit::Error(e.to_string()))?;
+        let mut apis: Vec<Api> = reply.json().map_err(|e| Exit::Error(e.to_string()))?;
+        apis.sort_by(|a, b| a.path.cmp(&b.path));
+        apis
+    } else {
+        Vec::new()
+    };
+
+    let short = parsed.has("short");
+    if parsed.has("json") || !output::stdout_is_terminal() {
+        let pretty = output::stdout_is_terminal() && !short;
+        let text = match (parsed.has("api"), pretty) {
+            (true, true) => output::json_pretty(&apis),
+            (true, false) => output::json_line(&apis),
+            (false, true) => output::json_pretty(&state),
+            (false, false) => output::json_line(&state),
+        };
+        return output::print(&text);
+    }
+    output::print(&status_text(
+        client.endpoint(),
+        &state,
+        latency,
+        &apis,
+        short,
+        parsed.has("api"),
+        paint,
+    ))
+}
+
+fn uptime_text(seconds: f64) -> String {
+    let hours = seconds / 3600.0;
+    if seconds > 24.0 * 3600.0 {
+        format!(
+            "{:.0} days {:.0} hours",
+            (hours / 24.0).floor(),
+            hours % 24.0
+        )
+    } else if seconds > 3600.0 {
+        format!("{hours:.0} hours")
+    } else if seconds > 60.0 {
+        format!("{:.0} minutes", seconds / 60.0)
+    } else {
+        format!("{seconds:.0} seconds")
+    }
+}
+
+fn status_text(
+    endpoint: &str,
+    state: &State,
+    latency: Duration,
+    apis: &[Api],
+    short: bool,
+    show_apis: bool,
+    paint: Paint,
+) -> String {
+    let label = |text: &str| paint.faint(&format!("  {text:<8}"));
+    let mut out = format!(
+        "{} {}\n",
+        paint.green("●"),
+        paint.cyan(&paint.bold(endpoint))
+    );
+    if !short {
+        out.push_str(&format!("{} {}\n", label("Version"), state.version));
+        out.push_str(&format!(
+            "{} {}\n",
+            label("Uptime"),
+            uptime_text(state.uptime)
+        ));
+        let latency = Duration::from_millis(latency.as_millis() as u64);
+        out.push_str(&format!(
+            "{} {}\n",
+            label("Latency"),
+            output::format_duration(latency)
+        ));
+        out.push_str(&format!("{} {}\n", label("OS"), state.os));
+        out.push_str(&format!(
+            "{} {} {}\n",
+            label("CPUs"),
+            state.num_cpu_used,
+            state.arch
+        ));
+        out.push_str(&format!("{}\n", paint.faint("  Memory")));
+        out.push_str(&format!(
+            "{} {}\n",
+            paint.faint(&format!("{:>3} {:<6}", "·", "Heap")),
+            output::format_size(state.mem_heap_used)
+        ));
+        out.push_str(&format!(
+            "{} {}\n",
+            paint.faint(&format!("{:>3} {:<6}", "·", "Stack")),
+            output::format_size(state.mem_stack_used)
+        ));
+        if state.keystore_unreachable || state.keystore_unavailable {
+            out.push_str(&format!(
+                "{} {}\n",
+                label("KeyStore"),
+                paint.red("unreachable")
+            ));
+        } else if state.keystore_latency > 0 {
+            out.push_str(&format!(
+                "{} {}ms latency\n",
+                label("KeyStore"),
+                state.keystore_latency
+            ));
+        }
+    }
+    if show_apis {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = apis
+            .iter()
+            .map(|api| {
+                let timeout = if api.timeout > 0 {
+                    output::format_duration(Duration::from_secs(api.timeout))
+                } else {
+                    "Inf".to_owned()
+                };
+                vec![api.method.clone(), api.path.clone(), timeout]
+            })
+            .collect();
+        for line in output::table(&["Method", "API", "Timeout"], &rows, paint).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_leaves_out_zero_values() {
+        let state: State = serde_json::from_str(
+            r#"{"version":"v1","os":"linux","arch":"amd64","uptime":12,"num_cpu":2,"num_cpu_used":2,"mem_heap_used":10,"mem_stack_used":5,"keystore_latency":0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&state).unwrap(),
+            r#"{"version":"v1","os":"linux","arch":"amd64","uptime":12,"num_cpu":2,"num_cpu_used":2,"mem_heap_used":10,"mem_stack_used":5}"#
+        );
+    }
+
+    #[test]
+    fn text_has_every_line() {
+        let state = State {
+            version: "v1".into(),
+            os: "linux".into(),
+            uptime: 90.0,
+            ..Default::default()
+        };
+        let apis = vec![Api {
+            method: "GET".into(),
+            path: "/v1/status".into(),
+            max_body: 0,
+            timeout: 15,
+        }];
+        let text = status_text(
+            "127.0.0.1:7373",
+            &state,
+            Duration::from_millis(3),
+            &apis,
+            false,
+            true,
+            Paint { enabled: false },
+        );
+        for needle in [
+            "● 127.0.0.1:7373",
+            "Version  v1",
+            "Uptime   2 minutes",
+            "Latency  3ms",
+            "Heap",
+            "GET     /v1/status  15s",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+    }
+}
