@@ -13,6 +13,7 @@ pub mod key;
 pub mod log;
 pub mod ls;
 pub mod metric;
+pub mod migrate;
 pub mod output;
 pub mod policy;
 pub mod status;
@@ -46,7 +47,7 @@ Commands:
     status                   Print server status.
     metric                   Print server metrics.
 
-    migrate                  Migrate KMS data (not supported yet).
+    migrate                  Copy keys from one keystore to another.
     update                   Update the KES binary (not supported: use your package manager).
     tool                     Commands of older releases: 'kes tool identity new|of'.
 
@@ -117,7 +118,7 @@ pub fn dispatch(args: Vec<OsString>) -> Outcome {
         "status" => status::run(rest),
         "metric" => metric::run(rest),
         "tool" => run_tool(rest),
-        "migrate" => not_yet("migrate"),
+        "migrate" => migrate::run(rest),
         "update" => Err(Exit::Error(
             "'kes update' is not supported: install new releases with your package manager".into(),
         )),
@@ -135,12 +136,6 @@ pub fn dispatch(args: Vec<OsString>) -> Outcome {
             "{other:?} is not a kes command. See 'kes --help'"
         ))),
     }
-}
-
-fn not_yet(command: &str) -> Outcome {
-    Err(Exit::Error(format!(
-        "'kes {command}' is not yet supported by this kes; use the Go release for now"
-    )))
 }
 
 fn version_text() -> String {
@@ -168,7 +163,7 @@ const TOOL_USAGE: &str = "Usage:
 
 Commands:
     identity                 Identity tools of the older releases: 'new' and 'of'.
-    migrate                  Migrate between KMS backends (not supported yet).
+    migrate                  Copy keys from one keystore to another (as 'kes migrate').
 
 Options:
     -h, --help               Print command line options.
@@ -214,7 +209,7 @@ fn run_tool(args: Vec<OsString>) -> Outcome {
                 ))),
             }
         }
-        "migrate" => not_yet("tool migrate"),
+        "migrate" => migrate::run(rest),
         "-h" | "--help" => Err(Exit::Help(TOOL_USAGE)),
         other => Err(Exit::Error(format!(
             "{other:?} is not a kes tool command. See 'kes tool --help'"

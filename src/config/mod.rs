@@ -309,21 +309,56 @@ impl Config {
 
     /// Parses config `text`; `path` names it in errors and resolves nothing else.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let file_name = path.display().to_string();
-        let at = |line: Option<usize>, msg: String| match line {
-            Some(line) => ConfigError(format!("{file_name}:{line}: {msg}")),
-            None => ConfigError(format!("{file_name}: {msg}")),
-        };
-        let file: File = if text.trim().is_empty() {
-            File::default()
-        } else {
-            yaml_serde::from_str(text).map_err(|e| {
-                let line = e.location().map(|l| l.line());
-                at(line, strip_location(&e.to_string()))
-            })?
-        };
-        validate(file, text, path).map_err(|(line, msg)| at(line, msg))
+        let file = parse_yaml(text, path)?;
+        validate(file, text, path).map_err(|invalid| located(path, invalid))
     }
+}
+
+/// The YAML of a config file, not yet validated.
+fn parse_yaml(text: &str, path: &Path) -> Result<File, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(File::default());
+    }
+    yaml_serde::from_str(text).map_err(|e| {
+        located(
+            path,
+            (
+                e.location().map(|l| l.line()),
+                strip_location(&e.to_string()),
+            ),
+        )
+    })
+}
+
+/// An error message prefixed with `FILE:LINE:` (or `FILE:` when the line is unknown).
+fn located(path: &Path, (line, msg): Invalid) -> ConfigError {
+    match line {
+        Some(line) => ConfigError(format!("{}:{line}: {msg}", path.display())),
+        None => ConfigError(format!("{}: {msg}", path.display())),
+    }
+}
+
+/// Resolves paths in the config relative to the config file's directory.
+fn relative_to(config: &Path) -> impl Fn(&str) -> PathBuf {
+    let base = config.parent().unwrap_or(Path::new(".")).to_path_buf();
+    move |p: &str| {
+        let p = Path::new(p.trim());
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    }
+}
+
+/// Reads only the `keystore:` section of a config file (`kes migrate` needs no TLS or
+/// admin settings).
+pub fn load_keystore(path: &Path) -> Result<KeyStoreConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file '{}': {e}", path.display())))?;
+    let file = parse_yaml(&text, path)?;
+    keystore_config(file.keystore, &text, &relative_to(path))
+        .map_err(|invalid| located(path, invalid))
 }
 
 /// yaml_serde appends " at line L column C"; we print the line in front instead.
@@ -363,15 +398,7 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
             ));
         }
     }
-    let base = path.parent().unwrap_or(Path::new("."));
-    let relative = |p: &str| -> PathBuf {
-        let p = Path::new(p.trim());
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let relative = relative_to(path);
 
     let admin_text = match (
         &file.root,

@@ -5,6 +5,7 @@
 //! its own beside this one and implements [`KeyStore`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -102,4 +103,26 @@ pub fn page_of(sorted: &[String], prefix: &str, start: Option<&str>, limit: usiz
         names,
         continue_at: matching.next().cloned(),
     }
+}
+
+/// Opens the keystore a config describes.
+pub fn open(config: &crate::config::KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
+    use crate::config::KeyStoreConfig;
+    Ok(match config {
+        KeyStoreConfig::Memory => Arc::new(mem::MemKeyStore::new()),
+        KeyStoreConfig::Fs { path } => Arc::new(fs::FsKeyStore::open(path)?),
+        KeyStoreConfig::CipherTrust(settings) => {
+            let config = ciphertrust::CipherTrustConfig {
+                endpoint: settings.endpoint.clone(),
+                refresh_token: zeroize::Zeroizing::new(settings.token.clone()),
+                domain: settings.domain.clone(),
+                retry: settings.retry,
+                ca: settings.ca.clone(),
+                insecure_skip_verify: settings.insecure_skip_verify,
+            };
+            let store = ciphertrust::CipherTrust::connect(config)
+                .map_err(|e| format!("CipherTrust keystore at {}: {e}", settings.endpoint))?;
+            Arc::new(store)
+        }
+    })
 }

@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::{Limits, Server};
-use crate::config::{Config, KeyStoreConfig};
+use crate::config::Config;
 use crate::keystore::KeyStore;
 use crate::state::{Live, State};
 use crate::tls::{self, ClientAuth};
@@ -155,7 +155,7 @@ fn run(flags: Flags) -> Result<(), String> {
     crate::logging::init(&config.log);
     crate::memory::harden();
 
-    let keystore = open_keystore(&config.keystore)?;
+    let keystore = crate::keystore::open(&config.keystore)?;
     create_listed_keys(keystore.as_ref(), &config.keys)?;
     let tls_config = build_tls(&config)?;
     let addr = flags
@@ -229,26 +229,6 @@ fn build_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
         optional: config.api.values().any(|o| o.skip_auth),
     };
     tls::server_config(&config.tls_cert, &config.tls_key, &client)
-}
-
-fn open_keystore(config: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {
-    Ok(match config {
-        KeyStoreConfig::Memory => Arc::new(crate::keystore::mem::MemKeyStore::new()),
-        KeyStoreConfig::Fs { path } => Arc::new(crate::keystore::fs::FsKeyStore::open(path)?),
-        KeyStoreConfig::CipherTrust(settings) => {
-            let config = crate::keystore::ciphertrust::CipherTrustConfig {
-                endpoint: settings.endpoint.clone(),
-                refresh_token: zeroize::Zeroizing::new(settings.token.clone()),
-                domain: settings.domain.clone(),
-                retry: settings.retry,
-                ca: settings.ca.clone(),
-                insecure_skip_verify: settings.insecure_skip_verify,
-            };
-            let store = crate::keystore::ciphertrust::CipherTrust::connect(config)
-                .map_err(|e| format!("CipherTrust keystore at {}: {e}", settings.endpoint))?;
-            Arc::new(store)
-        }
-    })
 }
 
 /// Creates the keys listed under `keys:` that do not exist yet.
