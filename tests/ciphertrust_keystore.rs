@@ -181,13 +181,16 @@ fn offline_cache_serves_cached_keys_and_the_store_recovers() {
     store.create("cached", b"v1").unwrap();
     store.create("uncached", b"v2").unwrap();
 
-    let offline_window = Duration::from_secs(2);
+    // Generous durations: on a loaded machine noticing the outage can take a while, and
+    // the entry must still be fresh when it is noticed.
+    let offline_window = Duration::from_secs(4);
     let cache: Cache = KeyCache::new(CacheConfig {
-        any: 600 * MS,
-        unused: 600 * MS,
+        any: 1500 * MS,
+        unused: 1500 * MS,
         offline: offline_window,
     });
     assert_eq!(&load(&cache, &*store, "cached").unwrap()[..], b"v1");
+    let loaded = Instant::now();
     assert_eq!(sim.count(Route::Export), 1);
     cache.watch(Arc::clone(&store), 20 * MS).unwrap();
 
@@ -196,7 +199,7 @@ fn offline_cache_serves_cached_keys_and_the_store_recovers() {
     let offline_seen = Instant::now();
 
     // Past `any` and `unused`: still served, from memory.
-    thread::sleep(700 * MS);
+    thread::sleep((loaded + 1600 * MS).saturating_duration_since(Instant::now()));
     assert_eq!(&load(&cache, &*store, "cached").unwrap()[..], b"v1");
 
     let started = Instant::now();

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::routes::Reply;
 use super::{Ctx, errors, fail, valid_name};
 use crate::crypto::{Cipher, KeyVersion, random_dek};
 use crate::http::Response;
@@ -92,16 +93,14 @@ pub fn ensure_key(keystore: &dyn KeyStore, name: &str) -> Result<(), String> {
     }
 }
 
-pub fn create(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
+pub fn create(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
     let key = KeyVersion::generate(Cipher::default_for_cpu(), ctx.identity);
-    match ctx.state.keys.create(name, &key) {
-        Ok(()) => Response::ok(),
-        Err(e) => store_failure(e, "failed to create key"),
-    }
+    ctx.state
+        .keys
+        .create(name, &key)
+        .map_err(|e| store_failure(e, "failed to create key"))?;
+    Ok(Response::ok())
 }
 
 /// Both import bodies: `{"key","cipher"}` (last release) and `{"bytes","algorithm"}` (2023).
@@ -117,23 +116,23 @@ struct ImportRequest {
     algorithm: Option<String>,
 }
 
-pub fn import(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
-    let req: ImportRequest = match parse_object(&ctx.req.body, "invalid import key request body") {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
+pub fn import(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    let req: ImportRequest = parse_object(&ctx.req.body, "invalid import key request body")?;
     let (bytes, cipher) = match (req.key, req.bytes) {
         (Some(key), _) => {
             let text = req.cipher.unwrap_or_default();
             let Some(cipher) = Cipher::parse(&text) else {
-                return Response::error(406, &format!("algorithm '{text}' is not supported"));
+                return Err(Response::error(
+                    406,
+                    &format!("algorithm '{text}' is not supported"),
+                ));
             };
             if key.0.len() != 32 {
-                return Response::error(406, &format!("invalid key size for '{text}'"));
+                return Err(Response::error(
+                    406,
+                    &format!("invalid key size for '{text}'"),
+                ));
             }
             (key.0, cipher)
         }
@@ -145,44 +144,36 @@ pub fn import(ctx: &Ctx) -> Response {
                 other => match Cipher::parse(other) {
                     Some(cipher) => cipher,
                     None => {
-                        return Response::error(
+                        return Err(Response::error(
                             406,
                             &format!("algorithm '{other}' is not supported"),
-                        );
+                        ));
                     }
                 },
             };
             if bytes.0.len() != 32 {
-                return Response::error(400, "invalid key size");
+                return Err(Response::error(400, "invalid key size"));
             }
             (bytes.0, cipher)
         }
-        (None, None) => return Response::error(400, "invalid import key request body"),
+        (None, None) => return Err(Response::error(400, "invalid import key request body")),
     };
-    let key = match KeyVersion::import(&bytes, cipher, ctx.identity) {
-        Ok(key) => key,
-        Err(_) => {
-            return Response::error(
-                406,
-                &format!("invalid key size for '{}'", cipher.api_name()),
-            );
-        }
-    };
-    match ctx.state.keys.create(name, &key) {
-        Ok(()) => Response::ok(),
-        Err(e) => store_failure(e, "failed to create key"),
-    }
+    let key = KeyVersion::import(&bytes, cipher, ctx.identity).map_err(|_| {
+        Response::error(
+            406,
+            &format!("invalid key size for '{}'", cipher.api_name()),
+        )
+    })?;
+    ctx.state
+        .keys
+        .create(name, &key)
+        .map_err(|e| store_failure(e, "failed to create key"))?;
+    Ok(Response::ok())
 }
 
-pub fn describe(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
-    let key = match load(ctx, name) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
+pub fn describe(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    let key = load(ctx, name)?;
     // The 2023 algorithm names: both SDK generations accept them, while the 2023 SDK
     // rejects the last release's "AES256".
     let mut body = json!({
@@ -194,7 +185,7 @@ pub fn describe(ctx: &Ctx) -> Response {
     if !key.created_by().is_empty() {
         body["created_by"] = json!(key.created_by());
     }
-    Response::json(200, &body)
+    Ok(Response::json(200, &body))
 }
 
 /// Lists keys as NDJSON lines `{"name":…}`, all in one answer: the one listing format
@@ -203,7 +194,7 @@ pub fn describe(ctx: &Ctx) -> Response {
 ///
 /// The pattern is a name prefix with an optional trailing `*` (`""` and `*` list all);
 /// other wildcards are 2023 globs.
-pub fn list(ctx: &Ctx) -> Response {
+pub fn list(ctx: &Ctx) -> Reply {
     let pattern = ctx.resource;
     let is_glob = pattern.trim_end_matches('*').contains(['*', '?', '[']);
     let prefix = if is_glob {
@@ -215,29 +206,28 @@ pub fn list(ctx: &Ctx) -> Response {
         && prefix.bytes().all(super::valid_name_char)
         && (is_glob || pattern.strip_suffix('*').unwrap_or(pattern).len() == prefix.len());
     if !valid {
-        return super::invalid_pattern(pattern);
+        return Err(super::invalid_pattern(pattern));
     }
-    let names = match ctx.state.keys.list_all(prefix) {
-        Ok(names) => names,
-        Err(e) => return store_failure(e, "failed to list keys"),
-    };
-    super::ndjson(
+    let names = ctx
+        .state
+        .keys
+        .list_all(prefix)
+        .map_err(|e| store_failure(e, "failed to list keys"))?;
+    Ok(super::ndjson(
         names
             .iter()
             .filter(|n| !is_glob || crate::policy::glob_match(pattern, n))
             .map(|name| json!({ "name": name })),
-    )
+    ))
 }
 
-pub fn delete(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
-    match ctx.state.keys.delete(name) {
-        Ok(()) => Response::ok(),
-        Err(e) => store_failure(e, "failed to delete key"),
-    }
+pub fn delete(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    ctx.state
+        .keys
+        .delete(name)
+        .map_err(|e| store_failure(e, "failed to delete key"))?;
+    Ok(Response::ok())
 }
 
 #[derive(Deserialize)]
@@ -248,21 +238,15 @@ struct EncryptRequest {
     context: Bytes,
 }
 
-pub fn encrypt(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
-    let req: EncryptRequest = match parse_object(&ctx.req.body, "invalid request body") {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    let key = match load(ctx, name) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
+pub fn encrypt(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    let req: EncryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
+    let key = load(ctx, name)?;
     let ciphertext = key.encrypt(&req.plaintext.0, &req.context.0);
-    Response::json(200, &json!({ "ciphertext": B64.encode(ciphertext) }))
+    Ok(Response::json(
+        200,
+        &json!({ "ciphertext": B64.encode(ciphertext) }),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -271,34 +255,26 @@ struct GenerateRequest {
     context: Bytes,
 }
 
-pub fn generate(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
+pub fn generate(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
     // The body is optional (the last release reads it only when one is sent).
     let req: GenerateRequest = if ctx.req.body.iter().all(u8::is_ascii_whitespace) {
         GenerateRequest::default()
     } else {
-        match parse_object(&ctx.req.body, "invalid request body") {
-            Ok(req) => req,
-            Err(response) => return response,
-        }
+        parse_object(&ctx.req.body, "invalid request body")?
     };
-    let key = match load(ctx, name) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
+    let key = load(ctx, name)?;
     let dek = random_dek();
     let ciphertext = key.encrypt(dek.as_ref(), &req.context.0);
     let plaintext = Zeroizing::new(B64.encode(dek.as_ref()));
-    Response::json(
+    let ciphertext = B64.encode(ciphertext);
+    Ok(Response::json(
         200,
         &DataKey {
             plaintext: &plaintext,
-            ciphertext: &B64.encode(ciphertext),
+            ciphertext: &ciphertext,
         },
-    )
+    ))
 }
 
 /// Answers that carry secrets are serialized from borrowed, zeroized strings, so no
@@ -322,61 +298,41 @@ struct DecryptRequest {
     context: Bytes,
 }
 
-pub fn decrypt(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
-    let req: DecryptRequest = match parse_object(&ctx.req.body, "invalid request body") {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    let key = match load(ctx, name) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    match key.decrypt(&req.ciphertext.0, &req.context.0) {
-        Ok(plaintext) => {
-            let encoded = Zeroizing::new(B64.encode(plaintext.as_slice()));
-            Response::json(
-                200,
-                &Plaintext {
-                    plaintext: &encoded,
-                },
-            )
-        }
-        Err(_) => fail(errors::DECRYPT),
-    }
+pub fn decrypt(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    let req: DecryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
+    let key = load(ctx, name)?;
+    let plaintext = key
+        .decrypt(&req.ciphertext.0, &req.context.0)
+        .map_err(|_| fail(errors::DECRYPT))?;
+    let encoded = Zeroizing::new(B64.encode(plaintext.as_slice()));
+    Ok(Response::json(
+        200,
+        &Plaintext {
+            plaintext: &encoded,
+        },
+    ))
 }
 
-pub fn bulk_decrypt(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
-    let requests: Vec<DecryptRequest> = match parse_body(&ctx.req.body, "invalid request body") {
-        Ok(requests) => requests,
-        Err(response) => return response,
-    };
+pub fn bulk_decrypt(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    let requests: Vec<DecryptRequest> = parse_body(&ctx.req.body, "invalid request body")?;
     if requests.len() > BULK_MAX {
-        return Response::error(400, "too many ciphertexts");
+        return Err(Response::error(400, "too many ciphertexts"));
     }
-    let key = match load(ctx, name) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
+    let key = load(ctx, name)?;
     let mut plaintexts = Vec::with_capacity(requests.len());
     for req in &requests {
-        match key.decrypt(&req.ciphertext.0, &req.context.0) {
-            Ok(plaintext) => plaintexts.push(Zeroizing::new(B64.encode(plaintext.as_slice()))),
-            Err(_) => return fail(errors::DECRYPT),
-        }
+        let plaintext = key
+            .decrypt(&req.ciphertext.0, &req.context.0)
+            .map_err(|_| fail(errors::DECRYPT))?;
+        plaintexts.push(Zeroizing::new(B64.encode(plaintext.as_slice())));
     }
     let body: Vec<_> = plaintexts
         .iter()
         .map(|p| Plaintext { plaintext: p })
         .collect();
-    Response::json(200, &body)
+    Ok(Response::json(200, &body))
 }
 
 #[derive(Deserialize)]
@@ -385,23 +341,14 @@ struct HmacRequest {
     message: Bytes,
 }
 
-pub fn hmac(ctx: &Ctx) -> Response {
-    let name = match key_name(ctx) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
-    let req: HmacRequest = match parse_object(&ctx.req.body, "invalid request body") {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
-    let key = match load(ctx, name) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    match key.hmac(&req.message.0) {
-        Some(sum) => Response::json(200, &json!({ "hmac": B64.encode(sum) })),
-        None => Response::error(409, "key does not support HMAC"),
-    }
+pub fn hmac(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    let req: HmacRequest = parse_object(&ctx.req.body, "invalid request body")?;
+    let key = load(ctx, name)?;
+    let sum = key
+        .hmac(&req.message.0)
+        .ok_or_else(|| Response::error(409, "key does not support HMAC"))?;
+    Ok(Response::json(200, &json!({ "hmac": B64.encode(sum) })))
 }
 
 /// Decodes `body` as each key route's request body; for the fuzzer.

@@ -2,20 +2,21 @@
 //! line, flushed per event, until the client disconnects.
 
 use super::Ctx;
+use super::routes::Reply;
 use crate::http::Response;
 use crate::observe::{self, Broadcast};
 
-fn subscribe(stream: &Broadcast) -> Response {
-    match stream.subscribe() {
-        Some(events) => Response::stream(events),
-        None => Response::error(503, "too many log subscribers; try again later"),
-    }
+fn subscribe(stream: &Broadcast) -> Reply {
+    let events = stream
+        .subscribe()
+        .ok_or_else(|| Response::error(503, "too many log subscribers; try again later"))?;
+    Ok(Response::stream(events))
 }
 
-pub fn error(_: &Ctx) -> Response {
+pub fn error(_: &Ctx) -> Reply {
     subscribe(observe::errors())
 }
 
-pub fn audit(_: &Ctx) -> Response {
+pub fn audit(_: &Ctx) -> Reply {
     subscribe(observe::audit())
 }

@@ -3,10 +3,11 @@
 use std::sync::atomic::Ordering;
 
 use super::Ctx;
+use super::routes::Reply;
 use crate::http::Response;
 use crate::observe::{Gauges, metrics as registry};
 
-pub fn metrics(ctx: &Ctx) -> Response {
+pub fn metrics(ctx: &Ctx) -> Reply {
     let server = &ctx.state.gauges;
     let cache = ctx.state.keys.cache_stats();
     let gauges = Gauges {
@@ -21,5 +22,5 @@ pub fn metrics(ctx: &Ctx) -> Response {
     let mut response =
         Response::new(200).with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     response.body = registry().render(&gauges).into_bytes();
-    response
+    Ok(response)
 }

@@ -144,7 +144,7 @@ pub fn serve(
         identity,
         peer,
     };
-    (route.handler)(&ctx)
+    (route.handler)(&ctx).unwrap_or_else(|refusal| refusal)
 }
 
 /// Whether `c` may appear in a key, policy or identity name.

@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::routes::Reply;
 use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
 use crate::http::Response;
 use crate::policy::Policy;
@@ -29,14 +30,13 @@ fn created_by(ctx: &Ctx) -> String {
     ctx.live.auth.admin.clone().unwrap_or_default()
 }
 
-pub fn describe(ctx: &Ctx) -> Response {
-    match lookup(ctx) {
-        Ok(policy) => Response::json(
-            200,
-            &json!({ "name": policy.name, "created_at": ctx.state.started_rfc3339(), "created_by": created_by(ctx) }),
-        ),
-        Err(response) => response,
-    }
+pub fn describe(ctx: &Ctx) -> Reply {
+    let policy = lookup(ctx)?;
+    let created_at = ctx.state.started_rfc3339();
+    Ok(Response::json(
+        200,
+        &json!({ "name": policy.name, "created_at": created_at, "created_by": created_by(ctx) }),
+    ))
 }
 
 /// Rules as the last release writes them: object keys with empty-object values.
@@ -49,11 +49,8 @@ pub fn rules_object(rules: &[crate::policy::Rule]) -> Value {
     )
 }
 
-pub fn read(ctx: &Ctx) -> Response {
-    let policy = match lookup(ctx) {
-        Ok(policy) => policy,
-        Err(response) => return response,
-    };
+pub fn read(ctx: &Ctx) -> Reply {
+    let policy = lookup(ctx)?;
     let mut body = json!({ "name": policy.name });
     if !policy.allow.is_empty() {
         body["allow"] = rules_object(&policy.allow);
@@ -63,16 +60,16 @@ pub fn read(ctx: &Ctx) -> Response {
     }
     body["created_at"] = json!(ctx.state.started_rfc3339());
     body["created_by"] = json!(created_by(ctx));
-    Response::json(200, &body)
+    Ok(Response::json(200, &body))
 }
 
-pub fn list(ctx: &Ctx) -> Response {
+pub fn list(ctx: &Ctx) -> Reply {
     let Some(prefix) = list_prefix(ctx.resource) else {
-        return invalid_pattern(ctx.resource);
+        return Err(invalid_pattern(ctx.resource));
     };
     let created_at = ctx.state.started_rfc3339();
     let created_by = created_by(ctx);
-    super::ndjson(
+    Ok(super::ndjson(
         ctx.live
             .auth
             .policies
@@ -81,5 +78,5 @@ pub fn list(ctx: &Ctx) -> Response {
             .map(
                 |name| json!({ "name": name, "created_at": created_at, "created_by": created_by }),
             ),
-    )
+    ))
 }

@@ -51,7 +51,10 @@ pub enum Auth {
     Policy,
 }
 
-pub type Handler = fn(&Ctx) -> Response;
+/// A handler answers with `Ok`, or refuses with `Err` (so that `?` can carry refusals).
+pub type Reply = Result<Response, Response>;
+
+pub type Handler = fn(&Ctx) -> Reply;
 
 /// One API route.
 pub struct Route {

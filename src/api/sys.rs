@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::Ctx;
 use super::routes::ROUTES;
+use super::routes::Reply;
 use crate::http::Response;
 use crate::keystore::KeyStoreError;
 
@@ -14,19 +15,24 @@ pub const COMMIT: &str = match option_env!("KES_COMMIT") {
     None => "",
 };
 
-pub fn version(_: &Ctx) -> Response {
-    Response::json(200, &json!({ "version": VERSION, "commit": COMMIT }))
+pub fn version(_: &Ctx) -> Reply {
+    Ok(Response::json(
+        200,
+        &json!({ "version": VERSION, "commit": COMMIT }),
+    ))
 }
 
-pub fn ready(ctx: &Ctx) -> Response {
+pub fn ready(ctx: &Ctx) -> Reply {
     match ctx.state.keys.status() {
-        Ok(_) => Response::ok(),
-        Err(KeyStoreError::Unreachable(_)) => Response::error(504, "key store is not reachable"),
-        Err(_) => Response::error(502, "key store is unavailable"),
+        Ok(_) => Ok(Response::ok()),
+        Err(KeyStoreError::Unreachable(_)) => {
+            Err(Response::error(504, "key store is not reachable"))
+        }
+        Err(_) => Err(Response::error(502, "key store is unavailable")),
     }
 }
 
-pub fn status(ctx: &Ctx) -> Response {
+pub fn status(ctx: &Ctx) -> Reply {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut body = json!({
         "version": VERSION,
@@ -49,10 +55,10 @@ pub fn status(ctx: &Ctx) -> Response {
             body["keystore_unavailable"] = json!(true);
         }
     }
-    Response::json(200, &body)
+    Ok(Response::json(200, &body))
 }
 
-pub fn api(ctx: &Ctx) -> Response {
+pub fn api(ctx: &Ctx) -> Reply {
     let list: Vec<_> = ROUTES
         .iter()
         .zip(&ctx.live.route_settings)
@@ -65,7 +71,7 @@ pub fn api(ctx: &Ctx) -> Response {
             })
         })
         .collect();
-    Response::json(200, &list)
+    Ok(Response::json(200, &list))
 }
 
 /// Go's names for the CPU architectures we build for.
