@@ -46,9 +46,28 @@ impl Keys {
     }
 
     /// The parsed key `name`, from the cache when it holds it.
+    ///
+    /// A load that finds the keystore unreachable puts the cache into offline mode at once,
+    /// rather than at the prober's next round (up to 10 s later): otherwise keys that were
+    /// cached when the keystore went away could age out in between and fail although the
+    /// `offline` window should have kept them. A load that reaches the keystore ends
+    /// offline mode.
     pub fn get(&self, name: &str) -> Result<Arc<KeyVersion>, KeyStoreError> {
         self.cache.get_or_load(name, || {
-            let stored = self.store.get(name)?;
+            let stored = match self.store.get(name) {
+                Ok(stored) => {
+                    self.cache.set_offline(false);
+                    stored
+                }
+                Err(e) => {
+                    match e {
+                        KeyStoreError::Unreachable(_) => self.cache.set_offline(true),
+                        KeyStoreError::NotFound => self.cache.set_offline(false),
+                        _ => {}
+                    }
+                    return Err(e);
+                }
+            };
             KeyVersion::parse(&stored).map(Arc::new).map_err(|e| {
                 log::error!("stored key '{name}' cannot be read: {e}");
                 KeyStoreError::Other(format!("stored key '{name}' cannot be read: {e}"))
