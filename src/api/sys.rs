@@ -22,7 +22,10 @@ pub fn ready(ctx: &Ctx) -> Response {
     match ctx.state.keys.status() {
         Ok(_) => Response::ok(),
         Err(KeyStoreError::Unreachable(_)) => Response::error(504, "key store is not reachable"),
-        Err(_) => Response::error(502, "key store is unavailable"),
+        // Not an outage but a problem that waiting will not fix (e.g. CipherTrust refuses
+        // the refresh token): say which, so that the operator does not have to dig through
+        // logs. Keystore messages never contain credentials or key material.
+        Err(e) => Response::error(502, &format!("key store is unavailable: {e}")),
     }
 }
 

@@ -19,7 +19,9 @@
 //! when CipherTrust Manager is unreachable: it returns a store whose operations fail with
 //! [`KeyStoreError::Unreachable`] until the background thread has obtained a first token
 //! (trying after 1 s, then doubling up to 30 s; a caller waiting for a token brings the next
-//! attempt forward to at most one per second). A refresh token that CipherTrust *rejects*
+//! attempt forward to at most one per second). A status check that reaches CipherTrust
+//! while there is no token requests one itself, so the store reports itself reachable
+//! only once it can serve keys. A refresh token that CipherTrust *rejects*
 //! (a 4xx answer) is a configuration error: `connect` returns it if CipherTrust answered at
 //! start, and [`KeyStore::status`] reports it if it happens later.
 //!
@@ -449,17 +451,13 @@ impl KeyStore for CipherTrust {
     }
 
     fn status(&self) -> Result<Duration, KeyStoreError> {
-        {
-            let mut state = lock(&self.shared.token);
+        let tokenless = {
+            let state = lock(&self.shared.token);
             if let Some(AuthFailure::Refused(msg)) = &state.problem {
                 return Err(KeyStoreError::Other(msg.clone()));
             }
-            if state.bearer.is_none() {
-                // CipherTrust may be back: let the renewal thread try soon.
-                state.wanted = true;
-                self.shared.token_event.notify_all();
-            }
-        }
+            state.bearer.is_none().then_some(state.generation)
+        };
         let started = Instant::now();
         let probe = Call {
             method: Method::Get,
@@ -469,12 +467,20 @@ impl KeyStore for CipherTrust {
             answer_limit: OTHER_ANSWER_LIMIT,
             any_answer_will_do: true,
         };
-        match self.shared.send(&probe, started + CALL_BUDGET) {
-            Ok(_) => Ok(started.elapsed()),
-            Err(failure) => Err(KeyStoreError::Unreachable(
+        if let Err(failure) = self.shared.send(&probe, started + CALL_BUDGET) {
+            return Err(KeyStoreError::Unreachable(
                 self.shared.unreachable(&failure.message),
-            )),
+            ));
         }
+        if let Some(generation) = tokenless {
+            // CipherTrust answers, but no API token was obtained yet (it was down when kes
+            // started): get one now, so that "ready" means key operations work, and a
+            // refused refresh token shows here rather than at the next key request.
+            self.shared
+                .renew(Some(generation), started + CALL_BUDGET)
+                .map_err(|failure| failure.to_keystore_error())?;
+        }
+        Ok(started.elapsed())
     }
 }
 
