@@ -89,6 +89,8 @@ struct Inner {
     fail_status: AtomicU32,
     /// Answer this many next requests with 503.
     fail_next: AtomicU32,
+    /// Answer requests on these routes with the given status.
+    route_failures: Mutex<HashMap<Route, u16>>,
     /// Read requests but answer none (as a CM behind a dead link would).
     hang: AtomicBool,
     up: AtomicBool,
@@ -174,6 +176,7 @@ impl CtmSim {
             latency_ms: AtomicU64::new(0),
             fail_status: AtomicU32::new(0),
             fail_next: AtomicU32::new(0),
+            route_failures: Mutex::new(HashMap::new()),
             hang: AtomicBool::new(false),
             up: AtomicBool::new(false),
             counts: Mutex::new(HashMap::new()),
@@ -243,6 +246,15 @@ impl CtmSim {
         self.inner
             .fail_status
             .store(status.map_or(0, u32::from), Ordering::SeqCst);
+    }
+
+    /// Answer every request on `route` with `status` (e.g. 500), or behave again with `None`.
+    pub fn fail_route_with(&self, route: Route, status: Option<u16>) {
+        let mut failing = lock(&self.inner.route_failures);
+        match status {
+            Some(status) => failing.insert(route, status),
+            None => failing.remove(&route),
+        };
     }
 
     /// Answer the next `n` requests with 503.
@@ -566,6 +578,9 @@ fn handle(
     let status = inner.fail_status.load(Ordering::SeqCst);
     if status != 0 {
         return Reply::error(status as u16, 1, "NCERRInternal: simulated failure");
+    }
+    if let Some(status) = lock(&inner.route_failures).get(&route).copied() {
+        return Reply::error(status, 1, "NCERRInternal: simulated failure");
     }
     if inner
         .fail_next
