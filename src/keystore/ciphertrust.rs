@@ -971,15 +971,23 @@ impl TransportFailure {
             ureq::Error::Timeout(which) => Self::new(format!("timed out ({which})"), true),
             ureq::Error::HostNotFound => Self::new("host name not found".into(), false),
             ureq::Error::ConnectionFailed => Self::new("connection failed".into(), false),
-            ureq::Error::Rustls(tls) => Self {
-                untrusted: matches!(tls, rustls::Error::InvalidCertificate(_)),
-                ..Self::new(
-                    format!(
-                        "TLS failed: {tls}; check tls.ca (the CA that issued CipherTrust Manager's certificate)"
-                    ),
-                    false,
-                )
-            },
+            ureq::Error::Rustls(tls) => {
+                use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+                let hint = match &tls {
+                    rustls::Error::InvalidCertificate(
+                        NotValidForName | NotValidForNameContext { .. },
+                    ) => {
+                        "the certificate must name the endpoint's host in its Subject Alternative \
+                         Names (a Common Name alone is not accepted); issue CipherTrust Manager a \
+                         certificate with that name or address, or use an endpoint it names"
+                    }
+                    _ => "check tls.ca (the CA that issued CipherTrust Manager's certificate)",
+                };
+                Self {
+                    untrusted: matches!(tls, rustls::Error::InvalidCertificate(_)),
+                    ..Self::new(format!("TLS failed: {tls}; {hint}"), false)
+                }
+            }
             ureq::Error::Tls(tls) => Self::new(format!("TLS failed: {tls}"), false),
             other => Self::new(other.to_string(), false),
         }
