@@ -267,7 +267,7 @@ fn tokens_expiring_every_second_fail_no_request() {
         "config.yml",
         "gemalto.keysecure",
         &[],
-        "cache:\n  expiry:\n    any: 50ms\n    unused: 50ms\n",
+        "cache:\n  expiry:\n    any: 50ms\n    unused: 50ms\nlog:\n  error: DEBUG\n",
     );
     let kes = Arc::new(s.start(&config));
     let failed = Arc::new(AtomicUsize::new(0));
@@ -357,6 +357,25 @@ fn wrong_refresh_token_is_a_clear_startup_error_without_the_token() {
     }
 }
 
+/// CipherTrust's certificate names its address only in the Common Name: kes refuses it
+/// at startup, saying what is wrong with the certificate.
+#[test]
+fn certificate_without_san_is_a_clear_startup_error() {
+    let s = Setup {
+        sim: CtmSim::start_without_san(),
+        ..Setup::new()
+    };
+    let config = s.config("config.yml", "gemalto.keysecure", &[], "");
+    let err = match s.try_start(&config) {
+        Ok(_) => panic!("kes accepted a certificate without subject alternative names"),
+        Err(err) => err,
+    };
+    assert!(err.contains("exited with"), "{err}");
+    assert!(err.contains("not valid for"), "{err}");
+    assert!(err.contains("Subject Alternative Names"), "{err}");
+    assert!(!err.contains(REFRESH_TOKEN), "{err}");
+}
+
 /// The refresh token is revoked while kes runs: readiness says so, with the reason.
 #[test]
 fn refresh_token_revoked_after_start_shows_in_readiness() {
@@ -365,7 +384,7 @@ fn refresh_token_revoked_after_start_shows_in_readiness() {
         "config.yml",
         "gemalto.keysecure",
         &["/v1/ready", "/v1/status"],
-        "",
+        "log:\n  error: DEBUG\n",
     );
     let kes = s.start(&config);
     let mut c = kes.client(&s.app);
@@ -408,7 +427,7 @@ fn outage_cached_keys_serve_for_the_offline_window_then_fail_and_service_resumes
         "config.yml",
         "gemalto.keysecure",
         &["/v1/ready", "/v1/status", "/v1/key/describe/*"],
-        "cache:\n  expiry:\n    any: 1m\n    unused: 1s\n    offline: 3s\n",
+        "cache:\n  expiry:\n    any: 1m\n    unused: 1s\n    offline: 3s\nlog:\n  error: DEBUG\n",
     );
     let kes = s.start(&config);
     let mut c = kes.client(&s.app);
@@ -560,7 +579,7 @@ fn boot_while_ciphertrust_is_down_then_ready_by_itself() {
         "config.yml",
         "gemalto.keysecure",
         &["/v1/ready", "/v1/status"],
-        "",
+        "log:\n  error: DEBUG\n",
     );
     let kes = s.start(&config);
     let mut c = kes.client(&s.app);

@@ -148,6 +148,16 @@ impl Reply {
 impl CtmSim {
     /// Starts a simulator on a free loopback port.
     pub fn start() -> Self {
+        Self::start_with_san(true)
+    }
+
+    /// Starts a simulator whose certificate names 127.0.0.1 only in its Common Name, with
+    /// no Subject Alternative Names (as old CipherTrust installations have).
+    pub fn start_without_san() -> Self {
+        Self::start_with_san(false)
+    }
+
+    fn start_with_san(san: bool) -> Self {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "kes-ctm-sim-{}-{}",
@@ -156,7 +166,7 @@ impl CtmSim {
         ));
         std::fs::create_dir_all(&dir).unwrap();
 
-        let (ca_pem, tls) = make_tls();
+        let (ca_pem, tls) = make_tls(san);
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca_pem).unwrap();
 
@@ -385,8 +395,9 @@ impl Drop for CtmSim {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
-fn make_tls() -> (String, Arc<rustls::ServerConfig>) {
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it (with `san`
+/// false, named 127.0.0.1 in the Common Name only).
+fn make_tls(san: bool) -> (String, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -398,11 +409,16 @@ fn make_tls() -> (String, Arc<rustls::ServerConfig>) {
     let ca = ca_params.self_signed(&ca_key).unwrap();
 
     let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "ctm-sim");
+    let names = if san {
+        vec!["127.0.0.1".to_string(), "localhost".to_string()]
+    } else {
+        Vec::new()
+    };
+    let mut params = CertificateParams::new(names).unwrap();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        if san { "ctm-sim" } else { "127.0.0.1" },
+    );
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
