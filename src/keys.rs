@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cache::{CacheConfig, CacheStats, DEFAULT_PROBE_INTERVAL, KeyCache};
 use crate::config::CacheExpiry;
 use crate::crypto::KeyVersion;
-use crate::keystore::{KeyStore, KeyStoreError, LIST_PAGE};
+use crate::keystore::{KeyStore, KeyStoreError};
 
 pub struct Keys {
     store: Arc<dyn KeyStore>,
@@ -83,11 +83,18 @@ impl Keys {
     }
 
     /// Every key name starting with `prefix`, sorted, across all keystore pages.
+    ///
+    /// Asks for everything at once: the backends enumerate all names on every call (the
+    /// CipherTrust store pages through all secrets, 200 per request), so asking page by
+    /// page would repeat that work once per 1,024 names — 39 CipherTrust requests
+    /// instead of 13 for 2,500 keys, each call with its own time budget, together past
+    /// the route timeout when CipherTrust is slow. The loop remains for backends that
+    /// return less than asked.
     pub fn list_all(&self, prefix: &str) -> Result<Vec<String>, KeyStoreError> {
         let mut names = Vec::new();
         let mut start: Option<String> = None;
         loop {
-            let page = self.store.list(prefix, start.as_deref(), LIST_PAGE)?;
+            let page = self.store.list(prefix, start.as_deref(), usize::MAX)?;
             names.extend(page.names);
             match page.continue_at {
                 Some(next) if start.as_deref() != Some(next.as_str()) => start = Some(next),
