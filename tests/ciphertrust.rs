@@ -772,6 +772,21 @@ fn keys_section_creates_keys_in_ciphertrust_and_a_failure_stops_startup() {
     );
     assert!(!err.contains(REFRESH_TOKEN), "{err}");
     assert_eq!(s.sim.secret("my-app-doomed"), None);
+
+    // With CipherTrust down at boot, a listed key cannot be created either: kes says so
+    // and exits rather than serving without it.
+    s.sim.fail_route_with(Route::Create, None);
+    s.sim.go_down();
+    let err = match s.try_start(&config) {
+        Ok(_) => panic!("kes started although a listed key could not be created"),
+        Err(err) => err,
+    };
+    assert!(
+        err.contains("'my-app-doomed'"),
+        "message does not name the key: {err}"
+    );
+    assert!(err.contains("not reachable"), "{err}");
+    assert!(!err.contains(REFRESH_TOKEN), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------
