@@ -239,7 +239,12 @@ fn seed_tutorial_config_serves_the_app() {
 #[test]
 fn ciphertrust_section_name_works_the_same() {
     let s = Setup::new();
-    let config = s.config("config.yml", "ciphertrust", &[], "");
+    let config = s.config(
+        "config.yml",
+        "ciphertrust",
+        &["/v1/key/delete/my-app*", "/v1/key/describe/my-app*"],
+        "",
+    );
     let kes = s.start(&config);
     let mut c = kes.client(&s.app);
     assert_eq!(create(&mut c, "my-app-key").status, 200);
@@ -250,6 +255,15 @@ fn ciphertrust_section_name_works_the_same() {
         (again.status, again.message().as_str()),
         (400, "key already exists")
     );
+    // Deleting removes the secret, and the key is gone from the cache as well.
+    assert_eq!(
+        c.request("DELETE", "/v1/key/delete/my-app-key", b"").status,
+        200
+    );
+    assert_eq!(s.sim.secret("my-app-key"), None);
+    assert_eq!(c.get("/v1/key/describe/my-app-key").status, 404);
+    let gone = generate(&mut c, "my-app-key").expect_err("a deleted key still generates");
+    assert_eq!(gone.status, 404);
     assert_token_not_leaked(&kes);
 }
 
