@@ -67,13 +67,13 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with(CtmSim::start())
+    }
+
+    fn with(sim: CtmSim) -> Setup {
         let pki = Pki::new();
         let app = pki.client("app");
-        Setup {
-            pki,
-            app,
-            sim: CtmSim::start(),
-        }
+        Setup { pki, app, sim }
     }
 
     /// A config: `root: disabled`, the app policy, `extra`, and the keystore.
@@ -391,10 +391,7 @@ fn wrong_refresh_token_is_a_clear_startup_error_without_the_token() {
 /// at startup, saying what is wrong with the certificate.
 #[test]
 fn certificate_without_san_is_a_clear_startup_error() {
-    let s = Setup {
-        sim: CtmSim::start_without_san(),
-        ..Setup::new()
-    };
+    let s = Setup::with(CtmSim::start_without_san());
     let config = s.config("config.yml", "gemalto.keysecure", &[], "");
     let err = match s.try_start(&config) {
         Ok(_) => panic!("kes accepted a certificate without subject alternative names"),
