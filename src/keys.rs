@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cache::{CacheConfig, CacheStats, DEFAULT_PROBE_INTERVAL, KeyCache};
 use crate::config::CacheExpiry;
 use crate::crypto::KeyVersion;
-use crate::keystore::{KeyStore, KeyStoreError, LIST_PAGE};
+use crate::keystore::{KeyStore, KeyStoreError};
 
 pub struct Keys {
     store: Arc<dyn KeyStore>,
@@ -46,9 +46,28 @@ impl Keys {
     }
 
     /// The parsed key `name`, from the cache when it holds it.
+    ///
+    /// A load that finds the keystore unreachable puts the cache into offline mode at once,
+    /// rather than at the prober's next round (up to 10 s later): otherwise keys that were
+    /// cached when the keystore went away could age out in between and fail although the
+    /// `offline` window should have kept them. A load that reaches the keystore ends
+    /// offline mode.
     pub fn get(&self, name: &str) -> Result<Arc<KeyVersion>, KeyStoreError> {
         self.cache.get_or_load(name, || {
-            let stored = self.store.get(name)?;
+            let stored = match self.store.get(name) {
+                Ok(stored) => {
+                    self.cache.set_offline(false);
+                    stored
+                }
+                Err(e) => {
+                    match e {
+                        KeyStoreError::Unreachable(_) => self.cache.set_offline(true),
+                        KeyStoreError::NotFound => self.cache.set_offline(false),
+                        _ => {}
+                    }
+                    return Err(e);
+                }
+            };
             KeyVersion::parse(&stored).map(Arc::new).map_err(|e| {
                 log::error!("stored key '{name}' cannot be read: {e}");
                 KeyStoreError::Other(format!("stored key '{name}' cannot be read: {e}"))
@@ -64,11 +83,18 @@ impl Keys {
     }
 
     /// Every key name starting with `prefix`, sorted, across all keystore pages.
+    ///
+    /// Asks for everything at once: the backends enumerate all names on every call (the
+    /// CipherTrust store pages through all secrets, 200 per request), so asking page by
+    /// page would repeat that work once per 1,024 names — 39 CipherTrust requests
+    /// instead of 13 for 2,500 keys, each call with its own time budget, together past
+    /// the route timeout when CipherTrust is slow. The loop remains for backends that
+    /// return less than asked.
     pub fn list_all(&self, prefix: &str) -> Result<Vec<String>, KeyStoreError> {
         let mut names = Vec::new();
         let mut start: Option<String> = None;
         loop {
-            let page = self.store.list(prefix, start.as_deref(), LIST_PAGE)?;
+            let page = self.store.list(prefix, start.as_deref(), usize::MAX)?;
             names.extend(page.names);
             match page.continue_at {
                 Some(next) if start.as_deref() != Some(next.as_str()) => start = Some(next),

@@ -28,7 +28,13 @@ pub fn ready(ctx: &Ctx) -> Reply {
         Err(KeyStoreError::Unreachable(_)) => {
             Err(Response::error(504, "key store is not reachable"))
         }
-        Err(_) => Err(Response::error(502, "key store is unavailable")),
+        // Not an outage but a problem that waiting will not fix (e.g. CipherTrust refuses
+        // the refresh token): say which, so that the operator does not have to dig through
+        // logs. Keystore messages never contain credentials or key material.
+        Err(e) => Err(Response::error(
+            502,
+            &format!("key store is unavailable: {e}"),
+        )),
     }
 }
 

@@ -19,7 +19,9 @@
 //! when CipherTrust Manager is unreachable: it returns a store whose operations fail with
 //! [`KeyStoreError::Unreachable`] until the background thread has obtained a first token
 //! (trying after 1 s, then doubling up to 30 s; a caller waiting for a token brings the next
-//! attempt forward to at most one per second). A refresh token that CipherTrust *rejects*
+//! attempt forward to at most one per second). A status check that reaches CipherTrust
+//! while there is no token requests one itself, so the store reports itself reachable
+//! only once it can serve keys. A refresh token that CipherTrust *rejects*
 //! (a 4xx answer) is a configuration error: `connect` returns it if CipherTrust answered at
 //! start, and [`KeyStore::status`] reports it if it happens later.
 //!
@@ -449,17 +451,13 @@ impl KeyStore for CipherTrust {
     }
 
     fn status(&self) -> Result<Duration, KeyStoreError> {
-        {
-            let mut state = lock(&self.shared.token);
+        let tokenless = {
+            let state = lock(&self.shared.token);
             if let Some(AuthFailure::Refused(msg)) = &state.problem {
                 return Err(KeyStoreError::Other(msg.clone()));
             }
-            if state.bearer.is_none() {
-                // CipherTrust may be back: let the renewal thread try soon.
-                state.wanted = true;
-                self.shared.token_event.notify_all();
-            }
-        }
+            state.bearer.is_none().then_some(state.generation)
+        };
         let started = Instant::now();
         let probe = Call {
             method: Method::Get,
@@ -469,12 +467,20 @@ impl KeyStore for CipherTrust {
             answer_limit: OTHER_ANSWER_LIMIT,
             any_answer_will_do: true,
         };
-        match self.shared.send(&probe, started + CALL_BUDGET) {
-            Ok(_) => Ok(started.elapsed()),
-            Err(failure) => Err(KeyStoreError::Unreachable(
+        if let Err(failure) = self.shared.send(&probe, started + CALL_BUDGET) {
+            return Err(KeyStoreError::Unreachable(
                 self.shared.unreachable(&failure.message),
-            )),
+            ));
         }
+        if let Some(generation) = tokenless {
+            // CipherTrust answers, but no API token was obtained yet (it was down when kes
+            // started): get one now, so that "ready" means key operations work, and a
+            // refused refresh token shows here rather than at the next key request.
+            self.shared
+                .renew(Some(generation), started + CALL_BUDGET)
+                .map_err(|failure| failure.to_keystore_error())?;
+        }
+        Ok(started.elapsed())
     }
 }
 
@@ -965,15 +971,23 @@ impl TransportFailure {
             ureq::Error::Timeout(which) => Self::new(format!("timed out ({which})"), true),
             ureq::Error::HostNotFound => Self::new("host name not found".into(), false),
             ureq::Error::ConnectionFailed => Self::new("connection failed".into(), false),
-            ureq::Error::Rustls(tls) => Self {
-                untrusted: matches!(tls, rustls::Error::InvalidCertificate(_)),
-                ..Self::new(
-                    format!(
-                        "TLS failed: {tls}; check tls.ca (the CA that issued CipherTrust Manager's certificate)"
-                    ),
-                    false,
-                )
-            },
+            ureq::Error::Rustls(tls) => {
+                use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+                let hint = match &tls {
+                    rustls::Error::InvalidCertificate(
+                        NotValidForName | NotValidForNameContext { .. },
+                    ) => {
+                        "the certificate must name the endpoint's host in its Subject Alternative \
+                         Names (a Common Name alone is not accepted); issue CipherTrust Manager a \
+                         certificate with that name or address, or use an endpoint it names"
+                    }
+                    _ => "check tls.ca (the CA that issued CipherTrust Manager's certificate)",
+                };
+                Self {
+                    untrusted: matches!(tls, rustls::Error::InvalidCertificate(_)),
+                    ..Self::new(format!("TLS failed: {tls}; {hint}"), false)
+                }
+            }
             ureq::Error::Tls(tls) => Self::new(format!("TLS failed: {tls}"), false),
             other => Self::new(other.to_string(), false),
         }

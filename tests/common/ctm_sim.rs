@@ -89,6 +89,8 @@ struct Inner {
     fail_status: AtomicU32,
     /// Answer this many next requests with 503.
     fail_next: AtomicU32,
+    /// Answer requests on these routes with the given status.
+    route_failures: Mutex<HashMap<Route, u16>>,
     /// Read requests but answer none (as a CM behind a dead link would).
     hang: AtomicBool,
     up: AtomicBool,
@@ -146,6 +148,16 @@ impl Reply {
 impl CtmSim {
     /// Starts a simulator on a free loopback port.
     pub fn start() -> Self {
+        Self::start_with_san(true)
+    }
+
+    /// Starts a simulator whose certificate names 127.0.0.1 only in its Common Name, with
+    /// no Subject Alternative Names (as old CipherTrust installations have).
+    pub fn start_without_san() -> Self {
+        Self::start_with_san(false)
+    }
+
+    fn start_with_san(san: bool) -> Self {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "kes-ctm-sim-{}-{}",
@@ -154,7 +166,7 @@ impl CtmSim {
         ));
         std::fs::create_dir_all(&dir).unwrap();
 
-        let (ca_pem, tls) = make_tls();
+        let (ca_pem, tls) = make_tls(san);
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca_pem).unwrap();
 
@@ -174,6 +186,7 @@ impl CtmSim {
             latency_ms: AtomicU64::new(0),
             fail_status: AtomicU32::new(0),
             fail_next: AtomicU32::new(0),
+            route_failures: Mutex::new(HashMap::new()),
             hang: AtomicBool::new(false),
             up: AtomicBool::new(false),
             counts: Mutex::new(HashMap::new()),
@@ -243,6 +256,15 @@ impl CtmSim {
         self.inner
             .fail_status
             .store(status.map_or(0, u32::from), Ordering::SeqCst);
+    }
+
+    /// Answer every request on `route` with `status` (e.g. 500), or behave again with `None`.
+    pub fn fail_route_with(&self, route: Route, status: Option<u16>) {
+        let mut failing = lock(&self.inner.route_failures);
+        match status {
+            Some(status) => failing.insert(route, status),
+            None => failing.remove(&route),
+        };
     }
 
     /// Answer the next `n` requests with 503.
@@ -373,8 +395,9 @@ impl Drop for CtmSim {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
-fn make_tls() -> (String, Arc<rustls::ServerConfig>) {
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it (with `san`
+/// false, named 127.0.0.1 in the Common Name only).
+fn make_tls(san: bool) -> (String, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -386,11 +409,16 @@ fn make_tls() -> (String, Arc<rustls::ServerConfig>) {
     let ca = ca_params.self_signed(&ca_key).unwrap();
 
     let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "ctm-sim");
+    let names = if san {
+        vec!["127.0.0.1".to_string(), "localhost".to_string()]
+    } else {
+        Vec::new()
+    };
+    let mut params = CertificateParams::new(names).unwrap();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        if san { "ctm-sim" } else { "127.0.0.1" },
+    );
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -566,6 +594,9 @@ fn handle(
     let status = inner.fail_status.load(Ordering::SeqCst);
     if status != 0 {
         return Reply::error(status as u16, 1, "NCERRInternal: simulated failure");
+    }
+    if let Some(status) = lock(&inner.route_failures).get(&route).copied() {
+        return Reply::error(status, 1, "NCERRInternal: simulated failure");
     }
     if inner
         .fail_next
