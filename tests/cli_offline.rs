@@ -315,7 +315,7 @@ fn exit_codes_and_usage() {
         fails(kes_in(&dir.0, ["key", "create", "--bogus", "k"], &[]))
             .contains("unknown flag: --bogus")
     );
-    assert!(fails(kes_in(&dir.0, ["migrate"], &[])).contains("not yet supported"));
+    assert!(fails(kes_in(&dir.0, ["migrate"], &[])).contains("both --from and --to are required"));
     assert!(ok(kes_in(&dir.0, ["--version"], &[])).starts_with("Version"));
     assert!(ok(kes_in(&dir.0, ["-v"], &[])).starts_with("Version"));
 }
