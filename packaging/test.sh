@@ -2,9 +2,9 @@
 # Packaging test: builds the static binary and both packages (packaging/build.sh),
 # checks their contents, installs the .deb (and the .rpm with Debian's rpm) on this
 # machine, runs the unit's ExecStart as the kes user against a test certificate,
-# calls /v1/status and creates a key, stops kes, purges the package and checks what is
-# left; then smoke-tests the bare static binary and checks its system calls against
-# the unit's SystemCallFilter.
+# calls /v1/status and creates a key, stops kes; runs the unit under a systemd booted
+# in namespaces; purges the package and checks what is left; then smoke-tests the bare
+# static binary and checks its system calls against the unit's SystemCallFilter.
 #
 # Needs root and apt (Debian/Ubuntu). Changes this machine: installs and purges the
 # kes package, creates and deletes the kes user. Refuses to run if kes is installed
@@ -32,8 +32,7 @@ UNIT=/usr/lib/systemd/system/kes.service
 TEST_KEY="kes-pkg-test"
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
-WORK=$(mktemp -d /tmp/kes-pkg-test.XXXXXX)
-chmod 0755 "$WORK"
+WORK=
 SERVER_PID= # the process we started: runuser or strace
 KES_PID=    # kes itself, its child: what systemd calls $MAINPID
 FAILED=1
@@ -47,7 +46,7 @@ fail() {
 
 # Leaves the machine as a fresh one: no package, no test files, no kes user.
 reset_machine() {
-    if dpkg-query -W -f '${Status}' kes 2>/dev/null | grep -q 'installed\|config-files\|half'; then
+    if dpkg-query -W -f '${Status}' kes 2>/dev/null | grep -qv 'not-installed'; then
         dpkg --purge kes >/dev/null 2>&1 || true
     fi
     if command -v rpm >/dev/null && rpm -q kes >/dev/null 2>&1; then
@@ -71,9 +70,8 @@ stop_server() {
     SERVER_PID=
 }
 
-# Stops the namespaced systemd (unshare ignores SIGTERM; on SIGKILL, --kill-child
-# takes PID 1 and with it the whole namespace)
-# and removes the cgroups it made.
+# Stops the namespaced systemd and removes the cgroups it made. unshare ignores
+# SIGTERM; on SIGKILL, --kill-child takes PID 1 and with it the whole namespace.
 stop_systemd() {
     if [ -n "${SD_PID:-}" ]; then
         kill -KILL "$SD_PID" 2>/dev/null || true # --kill-child: systemd gets SIGKILL too
@@ -101,7 +99,7 @@ on_exit() {
         done
     fi
     reset_machine
-    rm -rf "$WORK"
+    [ -z "$WORK" ] || rm -rf "$WORK"
     printf '\npackaging/test.sh: %s after %ss\n' "$([ "$FAILED" = 1 ] && echo FAILED || echo passed)" \
         "$(($(date +%s) - started))"
 }
@@ -110,13 +108,15 @@ on_exit() {
 
 # Guard before the trap: never clean up someone else's installation.
 if [ "${KES_PKG_TEST_FORCE:-0}" != 1 ]; then
-    if dpkg-query -W -f '${Status}' kes 2>/dev/null | grep -q installed; then
+    if dpkg-query -W -f '${Status}' kes 2>/dev/null | grep -q ' installed$'; then
         fail "the kes package is installed here; the test would purge it (KES_PKG_TEST_FORCE=1 to allow)"
     fi
     if [ -d /var/lib/kes ] && [ -n "$(find /var/lib/kes -mindepth 1 ! -name "$TEST_KEY" -print -quit)" ]; then
         fail "/var/lib/kes holds keys; not touching them (KES_PKG_TEST_FORCE=1 to allow)"
     fi
 fi
+WORK=$(mktemp -d /tmp/kes-pkg-test.XXXXXX)
+chmod 0755 "$WORK"
 trap on_exit EXIT
 reset_machine
 
