@@ -37,7 +37,7 @@ SERVER_PID= # the process we started: runuser or strace
 KES_PID=    # kes itself, its child: what systemd calls $MAINPID
 FAILED=1
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - started))" "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
 fail() {
     printf 'FAIL: %s\n' "$*" >&2
@@ -73,13 +73,22 @@ stop_server() {
 # Stops the namespaced systemd and removes the cgroups it made. unshare ignores
 # SIGTERM; on SIGKILL, --kill-child takes PID 1 and with it the whole namespace.
 stop_systemd() {
+    local cg busy
     if [ -n "${SD_PID:-}" ]; then
         kill -KILL "$SD_PID" 2>/dev/null || true # --kill-child: systemd gets SIGKILL too
         wait "$SD_PID" 2>/dev/null || true
         SD_PID=
     fi
+    # The namespace dies asynchronously: wait until its cgroups are empty.
+    for _ in $(seq 1 50); do
+        busy=$(find /sys/fs/cgroup/*/kes-pkg-test /sys/fs/cgroup/kes-pkg-test -name cgroup.procs \
+            -exec cat {} + 2>/dev/null || true)
+        [ -n "$busy" ] || break
+        sleep 0.1
+    done
     for cg in /sys/fs/cgroup/*/kes-pkg-test /sys/fs/cgroup/kes-pkg-test; do
         if [ -d "$cg" ]; then find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+        [ ! -d "$cg" ] || echo "packaging/test.sh: could not remove the test cgroup $cg" >&2
     done
     if [ -n "${SD_DIR:-}" ]; then
         [ "$FAILED" = 0 ] || tail -n 20 "$SD_DIR/kes.log" "$SD_DIR/systemd.log" 2>/dev/null >&2 || true
@@ -447,6 +456,22 @@ dpkg -i "$DEB" >"$WORK/dpkg.log" 2>&1 || fail "dpkg -i (again): $(cat "$WORK/dpk
 assert_stat "/var/lib/kes/$TEST_KEY" "kes:kes 600"
 ok "same kes user (uid $uid), key still owned by kes"
 
+step "upgrade the .deb: local config edits, modes, user and keys stay"
+mkdir -p "$WORK/upgrade"
+cargo deb --target "$TARGET" --no-build --no-strip --fast --quiet --deb-revision 2 \
+    --output "$WORK/upgrade/" >/dev/null
+echo '# local edit' >>/etc/kes/config.yml
+dpkg -i "$WORK/upgrade/kes_${VERSION}-2_amd64.deb" >"$WORK/dpkg.log" 2>&1 ||
+    fail "dpkg -i (upgrade): $(cat "$WORK/dpkg.log")"
+[ "$(dpkg-query -W -f '${Version}' kes)" = "${VERSION}-2" ] || fail "upgrade: version $(dpkg-query -W -f '${Version}' kes)"
+grep -q '^# local edit$' /etc/kes/config.yml || fail "upgrade lost the local edit of config.yml"
+assert_stat /etc/kes/config.yml "root:kes 640"
+assert_stat /etc/kes "root:kes 750"
+assert_stat "/var/lib/kes/$TEST_KEY" "kes:kes 600"
+[ "$(id -u kes)" = "$uid" ] || fail "upgrade: the kes user changed its uid"
+sed -i '/^# local edit$/d' /etc/kes/config.yml
+ok "${VERSION}-1 -> ${VERSION}-2: config edit kept, root:kes 0640, same user, key in place"
+
 step "purge with empty directories: everything goes"
 rm -f "/var/lib/kes/$TEST_KEY" /etc/kes/private.key /etc/kes/public.crt
 dpkg --purge kes >"$WORK/purge.log" 2>&1 || fail "dpkg --purge: $(cat "$WORK/purge.log")"
@@ -467,6 +492,21 @@ if rpm -i --nodeps --force-debian "$RPM" >"$WORK/rpm.log" 2>&1 || rpm -i --nodep
     assert_stat /etc/kes "root:kes 750"
     assert_stat /var/lib/kes "kes:kes 700"
     [ "$(/usr/bin/kes --version)" = "kes $VERSION" ] || fail "rpm-installed kes --version"
+    # Upgrade: the old package's %preun/%postun run with $1 = 1 and must not remove
+    # the user; a changed %config(noreplace) file stays.
+    uid=$(id -u kes)
+    cargo generate-rpm --target "$TARGET" -s 'release = "2"' --output "$WORK/upgrade/" >/dev/null
+    echo '# local edit' >>/etc/kes/config.yml
+    rpm -U --nodeps "$WORK/upgrade/kes-${VERSION}-2.x86_64.rpm" >"$WORK/rpm.log" 2>&1 ||
+        fail "rpm -U: $(cat "$WORK/rpm.log")"
+    [ "$(rpm -q --qf '%{VERSION}-%{RELEASE}' kes)" = "${VERSION}-2" ] || fail "rpm -U: $(rpm -q kes)"
+    grep -q '^# local edit$' /etc/kes/config.yml || fail "rpm -U lost the local edit of config.yml"
+    [ "$(id -u kes 2>/dev/null)" = "$uid" ] || fail "rpm -U: the kes user is gone or changed"
+    assert_stat /etc/kes/config.yml "root:kes 640"
+    assert_stat /var/lib/kes "kes:kes 700"
+    sed -i '/^# local edit$/d' /etc/kes/config.yml
+    rm -f /etc/kes/config.yml.rpmnew
+    ok "rpm -U to ${VERSION}-2: config edit kept, same user"
     rpm -e --nodeps kes >"$WORK/rpm.log" 2>&1 || fail "rpm -e: $(cat "$WORK/rpm.log")"
     for gone in /usr/bin/kes "$UNIT" /etc/kes /var/lib/kes; do
         [ ! -e "$gone" ] || fail "$gone is still there after rpm -e"
