@@ -146,36 +146,68 @@ fn class_admits(p: &[u8], start: usize, end: usize, c: u8) -> bool {
 /// name of our choosing (any run of name characters): used to ask whether a pattern
 /// can match some request of a prefix route.
 fn glob(p: &[u8], t: &[u8], open_end: bool) -> bool {
-    if p.is_empty() {
-        return t.is_empty();
+    Glob {
+        p,
+        t,
+        open_end,
+        failed: Vec::new(),
     }
-    if t.is_empty() && open_end {
-        return can_match_some_name(p);
-    }
-    match p[0] {
-        b'*' if p.len() == 1 => true,
-        b'*' => {
-            let mut k = 0;
-            loop {
-                if glob(&p[1..], &t[k..], open_end) {
-                    return true;
-                }
-                if k == t.len() || t[k] == b'/' {
-                    return false;
-                }
-                k += 1;
-            }
+    .at(0, 0)
+}
+
+/// One glob match in progress. Each `*` tries every split of the text, so a pattern
+/// with several stars could take exponential time; remembering the (pattern, text)
+/// positions already known to fail keeps it at O(|pattern| × |text|). The memory is
+/// only taken when a star that is not the last character is met.
+struct Glob<'a> {
+    p: &'a [u8],
+    t: &'a [u8],
+    open_end: bool,
+    failed: Vec<bool>,
+}
+
+impl Glob<'_> {
+    fn at(&mut self, pi: usize, ti: usize) -> bool {
+        let (p, t) = (&self.p[pi..], &self.t[ti..]);
+        if p.is_empty() {
+            return t.is_empty();
         }
-        _ if t.is_empty() => false,
-        b'?' => t[0] != b'/' && glob(&p[1..], &t[1..], open_end),
-        b'[' => match class_end(p, 0) {
-            Some(end) => {
-                t[0] != b'/' && class_admits(p, 0, end, t[0]) && glob(&p[end..], &t[1..], open_end)
+        if t.is_empty() && self.open_end {
+            return can_match_some_name(p);
+        }
+        match p[0] {
+            b'*' if p.len() == 1 => true,
+            b'*' => {
+                let width = self.t.len() + 1;
+                if self.failed.is_empty() {
+                    self.failed = vec![false; (self.p.len() + 1) * width];
+                }
+                let mut k = 0;
+                loop {
+                    let state = (pi + 1) * width + ti + k;
+                    if !self.failed[state] {
+                        if self.at(pi + 1, ti + k) {
+                            return true;
+                        }
+                        self.failed[state] = true;
+                    }
+                    if k == t.len() || t[k] == b'/' {
+                        return false;
+                    }
+                    k += 1;
+                }
             }
-            None => false,
-        },
-        b'\\' => p.len() > 1 && p[1] == t[0] && glob(&p[2..], &t[1..], open_end),
-        c => c == t[0] && glob(&p[1..], &t[1..], open_end),
+            _ if t.is_empty() => false,
+            b'?' => t[0] != b'/' && self.at(pi + 1, ti + 1),
+            b'[' => match class_end(p, 0) {
+                Some(end) => {
+                    t[0] != b'/' && class_admits(p, 0, end, t[0]) && self.at(pi + end, ti + 1)
+                }
+                None => false,
+            },
+            b'\\' => p.len() > 1 && p[1] == t[0] && self.at(pi + 2, ti + 1),
+            c => c == t[0] && self.at(pi + 1, ti + 1),
+        }
     }
 }
 
@@ -361,6 +393,16 @@ mod tests {
         let r = rule("/v1/key/bulk/decrypt");
         assert!(r.matches("/v1/key/bulk/decrypt/my-key"));
         assert!(!r.matches("/v1/key/decrypt/my-key"));
+    }
+
+    #[test]
+    fn many_stars_do_not_take_exponential_time() {
+        let pattern = format!("/v1/key/create/{}b", "*a".repeat(40));
+        let path = format!("/v1/key/create/{}", "a".repeat(80));
+        let started = std::time::Instant::now();
+        assert!(!glob_match(&pattern, &path));
+        assert!(Rule::parse(&pattern).is_ok());
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]
