@@ -587,3 +587,35 @@ fn skip_auth_lets_clients_without_certificate_reach_that_route_only() {
     );
     assert_eq!(kes.client(&admin).get("/v1/status").status, 200);
 }
+
+#[test]
+fn the_shipped_fs_config_loads_and_serves() {
+    let pki = Pki::new();
+    let admin = pki.client("admin");
+    let (cert, key) = pki.server();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fs.yml"),
+    )
+    .unwrap()
+    .replace("key: server.key", &format!("key: {}", key.display()))
+    .replace("cert: server.cert", &format!("cert: {}", cert.display()));
+    let path = pki.path("fs.yml");
+    std::fs::write(&path, text).unwrap();
+    let addr = common::free_addr();
+    let mut cmd = std::process::Command::new(common::KES);
+    cmd.args([
+        "server",
+        "--config",
+        path.to_str().unwrap(),
+        "--addr",
+        &addr.to_string(),
+    ])
+    .env("ADMIN_IDENTITY", &admin.identity);
+    let kes = Kes::spawn(cmd, addr, pki.ca_path.clone()).unwrap();
+    let mut c = kes.client(&admin);
+    assert_eq!(c.post("/v1/key/create/my-app-key", b"").status, 200);
+    assert!(
+        pki.path("keys").join("my-app-key").exists(),
+        "keys land next to the config"
+    );
+}
