@@ -51,6 +51,9 @@ struct Pending {
 
 pub struct Conn {
     pub sock: TcpStream,
+    /// The socket is in the poller's set (armed while parked, disarmed by its oneshot
+    /// event while a worker has it); it must be deleted from the set before closing.
+    pub registered: bool,
     tls: ServerConnection,
     peer: SocketAddr,
     accepted: Instant,
@@ -89,6 +92,7 @@ impl Conn {
         Ok(Conn {
             gauges,
             sock,
+            registered: false,
             tls,
             peer,
             accepted: Instant::now(),

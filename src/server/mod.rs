@@ -77,25 +77,54 @@ struct Shared {
 
 impl Shared {
     /// Hands a connection to the poller until it is readable or `deadline` passes.
-    fn park(&self, conn: Conn, deadline: Instant) {
+    ///
+    /// A connection stays registered while a worker has it (its oneshot event disarmed
+    /// it), so parking it again re-arms it with one `epoll_ctl(MOD)` instead of the
+    /// DEL + ADD pair that taking it out and putting it back would cost per request.
+    fn park(&self, mut conn: Conn, deadline: Instant) {
         if self.closing.load(Ordering::Acquire) && !conn.mid_request() {
-            return; // dropped: closed
+            self.close(conn);
+            return;
         }
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let key = parked.next_key;
         parked.next_key = parked.next_key.wrapping_add(1);
-        // SAFETY: the socket is removed from the poller (`take`) before it is dropped or
-        // parked again, and the poller drops parked sockets only after deleting them.
-        if unsafe { self.poller.add(&conn.sock, Event::readable(key)) }.is_ok() {
+        let armed = if conn.registered {
+            self.poller.modify(&conn.sock, Event::readable(key)).is_ok()
+        } else {
+            // SAFETY: the socket is deleted from the poller (`close`, `sweep`) before it
+            // is dropped; the poller drops parked sockets only after deleting them.
+            let added = unsafe { self.poller.add(&conn.sock, Event::readable(key)) }.is_ok();
+            conn.registered = added;
+            added
+        };
+        if armed {
             parked.conns.insert(key, (conn, deadline));
+        } else {
+            drop(parked);
+            self.close(conn);
         }
     }
 
+    /// Takes a connection whose event fired; it stays registered, but disarmed.
     fn take(&self, key: usize) -> Option<Conn> {
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let (conn, _) = parked.conns.remove(&key)?;
-        let _ = self.poller.delete(&conn.sock);
         Some(conn)
+    }
+
+    /// Closes a connection that is not parked.
+    fn close(&self, mut conn: Conn) {
+        self.deregister(&mut conn);
+        drop(conn);
+    }
+
+    /// Removes a connection that is not parked from the poller.
+    fn deregister(&self, conn: &mut Conn) {
+        if conn.registered {
+            let _ = self.poller.delete(&conn.sock);
+            conn.registered = false;
+        }
     }
 
     /// Closes parked connections whose deadline has passed, and while closing those
@@ -301,8 +330,10 @@ fn worker(shared: &Arc<Shared>, work_rx: &Mutex<Receiver<Conn>>) {
         shared.gauges.busy_workers.fetch_sub(1, Ordering::AcqRel);
         match next {
             Next::Park(deadline) => shared.park(conn, deadline),
-            Next::Close => drop(conn),
+            Next::Close => shared.close(conn),
             Next::Stream(events) => {
+                // The stream thread owns the socket from now on: out of the poller.
+                shared.deregister(&mut conn);
                 let shared = shared.clone();
                 let spawned = thread::Builder::new()
                     .name("kes-log-stream".into())

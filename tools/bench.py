@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""The server benchmark of docs/BENCHMARKS.md: starts one kes server per binary given
+(fs keystore, throw-away PKI, 127.0.0.1 only) and measures them side by side, each
+measurement interleaved across the binaries and repeated RUNS times; prints medians.
+
+Usage:
+    tools/bench.py [KES_BINARY ...]          (default: target/release/kes)
+
+Environment:
+    RUNS=3  DURATION=10s  CONNECTIONS="1 8 64"  OPS="generate decrypt"
+    BENCH=target/release/kes-bench  OHA=oha (skipped when not installed)
+    SKIP="oha handshake ready"  (any of these, to leave them out)
+
+Build first: cargo build --release --bin kes -p kes-bench
+"""
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+RUNS = int(os.environ.get("RUNS", "3"))
+DURATION = os.environ.get("DURATION", "10s")
+CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1 8 64").split()]
+OPS = os.environ.get("OPS", "generate decrypt").split()
+BENCH = os.environ.get("BENCH", "target/release/kes-bench")
+OHA = os.environ.get("OHA", "oha")
+SKIP = os.environ.get("SKIP", "").split()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Server:
+    def __init__(self, binary, work):
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="kes-bench-", dir=work)
+        pki = os.path.join(self.dir, "pki")
+        self.identity = subprocess.check_output([BENCH, "certs", pki], text=True).strip()
+        os.mkdir(os.path.join(self.dir, "keys"))
+        self.config = os.path.join(self.dir, "config.yml")
+        with open(self.config, "w") as f:
+            f.write(
+                f"tls:\n  key: {pki}/server.key\n  cert: {pki}/server.cert\n"
+                f"admin:\n  identity: {self.identity}\n"
+                f"keystore:\n  fs:\n    path: {self.dir}/keys\n"
+            )
+        self.cred = [
+            "--cacert", f"{pki}/server.cert",
+            "--cert", f"{pki}/client.cert",
+            "--key", f"{pki}/client.key",
+        ]
+        self.pki = pki
+        self.log = open(os.path.join(self.dir, "server.log"), "w+")
+        self.proc = None
+        self.url = None
+
+    def start(self, addr="127.0.0.1:0"):
+        self.proc = subprocess.Popen(
+            [self.binary, "server", "--config", self.config, "--addr", addr],
+            stdout=subprocess.DEVNULL, stderr=self.log,
+        )
+        for _ in range(200):
+            self.log.seek(0)
+            m = re.search(r"https://127\.0\.0\.1:\d+", self.log.read())
+            if m:
+                self.url = m.group(0)
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.log.seek(0)
+        sys.exit(f"{self.binary} did not start:\n{self.log.read()}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def bench(self, *args):
+        out = subprocess.run(
+            [BENCH, "--server", self.url, *self.cred, "--json", *args],
+            capture_output=True, text=True,
+        )
+        if not out.stdout.strip():
+            sys.exit(f"kes-bench failed: {out.stderr}")
+        return json.loads(out.stdout)
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt_runs(values, digits=0):
+    return " / ".join(f"{v:,.{digits}f}" for v in values)
+
+
+def oha_run(server, op, connections):
+    """One oha run; None if oha is missing or fails."""
+    if shutil.which(OHA) is None:
+        return None
+    key = "kes-bench"
+    if op == "generate":
+        body = "{}"
+    else:
+        body = server.bench("--key-name", key, "--op", "generate", "--requests", "1")
+        # kes-bench does not print ciphertexts: take one with a direct request.
+        res = subprocess.run(
+            ["curl", "-sS", "--cacert", f"{server.pki}/server.cert",
+             "--cert", f"{server.pki}/client.cert", "--key", f"{server.pki}/client.key",
+             "-X", "POST", "-d", "{}", f"{server.url}/v1/key/generate/{key}"],
+            capture_output=True, text=True,
+        )
+        body = json.dumps({"ciphertext": json.loads(res.stdout)["ciphertext"]})
+    cmd = [
+        OHA, "--no-tui", "--output-format", "json", "-z", DURATION, "-c", str(connections),
+        "-m", "POST", "-T", "application/json", "-d", body,
+        "--cacert", f"{server.pki}/server.cert",
+        "--cert", f"{server.pki}/client.cert", "--key", f"{server.pki}/client.key",
+        f"{server.url}/v1/key/{op}/{key}",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        data = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        print(f"oha failed: {res.stderr.strip()[:300]}", file=sys.stderr)
+        return None
+    ok = data.get("statusCodeDistribution", {})
+    return {
+        "throughput_rps": data["summary"]["requestsPerSec"],
+        "p50": data["latencyPercentiles"]["p50"] * 1e3,
+        "p99": data["latencyPercentiles"]["p99"] * 1e3,
+        "status": ok,
+    }
+
+
+def main():
+    binaries = sys.argv[1:] or ["target/release/kes"]
+    work = tempfile.mkdtemp(prefix="kes-bench-run-")
+    servers = [Server(b, work) for b in binaries]
+    try:
+        for s in servers:
+            s.start()
+        time.sleep(1)
+        print(f"# machine: {os.cpu_count()} cores, "
+              f"{open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}")
+        print(f"# RUNS={RUNS} DURATION={DURATION}; medians, single runs in brackets\n")
+        for s in servers:
+            size = os.path.getsize(s.binary)
+            print(f"{s.binary}: binary {size / 1e6:.2f} MB ({size} bytes), "
+                  f"idle RSS {rss_kb(s.proc.pid) / 1024:.1f} MiB")
+        print()
+        # Warm up every server (key cache, allocator) before measuring.
+        for s in servers:
+            for op in OPS:
+                s.bench("--op", op, "--connections", "8", "--duration", "2s")
+
+        for op in OPS:
+            for c in CONNECTIONS:
+                results = {s.binary: [] for s in servers}
+                peak = {s.binary: 0 for s in servers}
+                for _ in range(RUNS):
+                    for s in servers:
+                        stop = threading.Event()
+
+                        def sample(s=s, stop=stop):
+                            while not stop.is_set():
+                                peak[s.binary] = max(peak[s.binary], rss_kb(s.proc.pid))
+                                time.sleep(0.25)
+
+                        t = threading.Thread(target=sample)
+                        t.start()
+                        r = s.bench("--op", op, "--connections", str(c), "--duration", DURATION)
+                        stop.set()
+                        t.join()
+                        results[s.binary].append(r)
+                for s in servers:
+                    rs = results[s.binary]
+                    rps = [r["throughput_rps"] for r in rs]
+                    p50 = [r["latency_ms"]["p50"] for r in rs]
+                    p99 = [r["latency_ms"]["p99"] for r in rs]
+                    errors = sum(r["errors"] for r in rs)
+                    print(f"kes-bench {op:8} c={c:<3} {s.binary}: {median(rps):>9,.0f} req/s "
+                          f"[{fmt_runs(rps)}]  p50 {median(p50):.3f} ms  p99 {median(p99):.3f} ms "
+                          f"[{fmt_runs(p99, 3)}]  errors {errors}  peak RSS {peak[s.binary] / 1024:.1f} MiB")
+
+        if "handshake" not in SKIP:
+            print()
+            for c in (8,):
+                results = {s.binary: [] for s in servers}
+                for _ in range(RUNS):
+                    for s in servers:
+                        results[s.binary].append(s.bench(
+                            "--op", "generate", "--new-connection", "--connections", str(c),
+                            "--duration", DURATION))
+                for s in servers:
+                    rs = results[s.binary]
+                    rps = [r["throughput_rps"] for r in rs]
+                    p99 = [r["latency_ms"]["p99"] for r in rs]
+                    errors = sum(r["errors"] for r in rs)
+                    print(f"kes-bench handshake+generate c={c} {s.binary}: {median(rps):,.0f} /s "
+                          f"[{fmt_runs(rps)}]  p99 {median(p99):.3f} ms  errors {errors}")
+
+        if "oha" not in SKIP:
+            print()
+            if shutil.which(OHA) is None:
+                print(f"oha: not installed ({OHA}); skipped")
+            else:
+                for op in OPS:
+                    results = {s.binary: [] for s in servers}
+                    for _ in range(RUNS):
+                        for s in servers:
+                            r = oha_run(s, op, 8)
+                            if r:
+                                results[s.binary].append(r)
+                    for s in servers:
+                        rs = results[s.binary]
+                        rps = [r["throughput_rps"] for r in rs]
+                        p99 = [r["p99"] for r in rs]
+                        print(f"oha {op:8} c=8 {s.binary}: {median(rps):>9,.0f} req/s [{fmt_runs(rps)}]  "
+                              f"p50 {median([r['p50'] for r in rs]):.3f} ms  p99 {median(p99):.3f} ms  "
+                              f"status {[r['status'] for r in rs]}")
+
+        for s in servers:
+            s.stop()
+
+        if "ready" not in SKIP:
+            print()
+            for s in servers:
+                times = []
+                for _ in range(max(RUNS, 5)):
+                    out = subprocess.run(
+                        [BENCH, "ready-time", "--server", s.url, *s.cred, "--json", "--",
+                         s.binary, "server", "--config", s.config,
+                         "--addr", s.url.removeprefix("https://")],
+                        capture_output=True, text=True,
+                    )
+                    if out.returncode != 0:
+                        print(f"ready-time failed: {out.stderr.strip()}")
+                        break
+                    times.append(json.loads(out.stdout)["ready_ms"])
+                print(f"startup-to-ready {s.binary}: median {median(times):.1f} ms "
+                      f"[{fmt_runs(times, 1)}]")
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
