@@ -37,6 +37,12 @@ SERVER_PID= # the process we started: runuser or strace
 KES_PID=    # kes itself, its child: what systemd calls $MAINPID
 FAILED=1
 
+# `kes --version` prints "Version <v>" first, as the Go CLI does.
+version_ok() {
+    local out
+    out=$("$1" --version) || return 1
+    [ "$(printf '%s\n' "$out" | sed -n 1p | tr -s ' ')" = "Version $VERSION" ]
+}
 step() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - started))" "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
 fail() {
@@ -160,7 +166,7 @@ printf '    binary %s bytes, deb %s bytes, rpm %s bytes\n' \
 step "static binary"
 file "$BIN" | grep -Eq 'statically linked|static-pie linked' || fail "not static: $(file "$BIN")"
 ldd "$BIN" 2>&1 | grep -Eq 'not a dynamic executable|statically linked' || fail "ldd: $(ldd "$BIN" 2>&1)"
-[ "$("$BIN" --version)" = "kes $VERSION" ] || fail "kes --version: $("$BIN" --version)"
+version_ok "$BIN" || fail "kes --version: $("$BIN" --version)"
 ok "$(file -b "$BIN")"
 
 # Compares "mode owner path" lines of a package with the expected ones.
@@ -296,7 +302,7 @@ assert_stat() { # path "owner:group mode"
 
 step "install the .deb"
 dpkg -i "$DEB" >"$WORK/dpkg.log" 2>&1 || fail "dpkg -i: $(cat "$WORK/dpkg.log")"
-[ "$(kes --version)" = "kes $VERSION" ] || fail "installed kes --version: $(kes --version)"
+version_ok kes || fail "installed kes --version: $(kes --version)"
 getent passwd kes | grep -q ':/var/lib/kes:/usr/sbin/nologin$' || fail "kes user: $(getent passwd kes)"
 [ "$(id -u kes)" -lt 1000 ] || fail "kes is not a system user: uid $(id -u kes)"
 assert_stat /var/lib/kes "kes:kes 700"
@@ -491,7 +497,7 @@ if rpm -i --nodeps --force-debian "$RPM" >"$WORK/rpm.log" 2>&1 || rpm -i --nodep
     assert_stat /etc/kes/config.yml "root:kes 640"
     assert_stat /etc/kes "root:kes 750"
     assert_stat /var/lib/kes "kes:kes 700"
-    [ "$(/usr/bin/kes --version)" = "kes $VERSION" ] || fail "rpm-installed kes --version"
+    version_ok /usr/bin/kes || fail "rpm-installed kes --version"
     # Upgrade: the old package's %preun/%postun run with $1 = 1 and must not remove
     # the user; a changed %config(noreplace) file stays.
     uid=$(id -u kes)
