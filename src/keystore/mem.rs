@@ -65,58 +65,19 @@ impl KeyStore for MemKeyStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Barrier};
+    use std::sync::Arc;
 
     use super::*;
 
     #[test]
     fn create_get_list_delete() {
-        let store = MemKeyStore::new();
-        assert_eq!(store.get("a").unwrap_err(), KeyStoreError::NotFound);
-        store.create("key-b", b"B").unwrap();
-        store.create("key-a", b"A").unwrap();
-        store.create("other", b"O").unwrap();
-        assert_eq!(
-            store.create("key-a", b"again").unwrap_err(),
-            KeyStoreError::Exists
-        );
-        assert_eq!(*store.get("key-a").unwrap(), b"A");
-
-        let page = store.list("key-", None, 1).unwrap();
-        assert_eq!(page.names, ["key-a"]);
-        assert_eq!(page.continue_at.as_deref(), Some("key-b"));
-        let page = store.list("key-", page.continue_at.as_deref(), 1).unwrap();
-        assert_eq!(page.names, ["key-b"]);
-        assert_eq!(page.continue_at, None);
-        assert_eq!(
-            store.list("", None, 10).unwrap().names,
-            ["key-a", "key-b", "other"]
-        );
-
-        store.delete("key-a").unwrap();
-        assert_eq!(store.delete("key-a").unwrap_err(), KeyStoreError::NotFound);
-        assert_eq!(store.get("key-a").unwrap_err(), KeyStoreError::NotFound);
-        assert!(store.status().is_ok());
+        crate::keystore::contract::create_get_list_delete(&MemKeyStore::new());
     }
 
     #[test]
     fn concurrent_creates_of_one_name_store_exactly_one() {
-        let store = Arc::new(MemKeyStore::new());
-        let barrier = Arc::new(Barrier::new(16));
-        let threads: Vec<_> = (0..16u8)
-            .map(|i| {
-                let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    store.create("race", &[i]).map(|()| i)
-                })
-            })
-            .collect();
-        let winners: Vec<u8> = threads
-            .into_iter()
-            .filter_map(|t| t.join().unwrap().ok())
-            .collect();
-        assert_eq!(winners.len(), 1);
-        assert_eq!(*store.get("race").unwrap(), [winners[0]]);
+        crate::keystore::contract::concurrent_creates_store_exactly_one(Arc::new(
+            MemKeyStore::new(),
+        ));
     }
 }
