@@ -153,6 +153,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// The client of a command that takes only `-k/--insecure` besides the environment.
+    pub fn for_command(parsed: &super::args::Parsed) -> Result<Client, super::Exit> {
+        Client::from_env(&ConnectOptions {
+            insecure: parsed.has("insecure"),
+            ..Default::default()
+        })
+    }
+
     /// Builds a client from the environment and the command-line overrides.
     pub fn from_env(options: &ConnectOptions) -> Result<Client, Exit> {
         let endpoints = match &options.server {

@@ -21,7 +21,7 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::args::{self, COLOR, ENCLAVE, Flag, INSECURE, JSON, Parsed};
-use super::client::{Client, ConnectOptions, Method};
+use super::client::{Client, Method};
 use super::ls::{ListKind, run_group_ls};
 use super::output::{self, Paint};
 use super::{Exit, Outcome, path_segment, subcommand};
@@ -635,10 +635,7 @@ fn info(raw: Vec<OsString>) -> Outcome {
     let paint = Paint {
         enabled: output::colorize(parsed.value("color"))?,
     };
-    let client = Client::from_env(&ConnectOptions {
-        insecure: parsed.has("insecure"),
-        ..Default::default()
-    })?;
+    let client = Client::for_command(&parsed)?;
     let path = match parsed.arg(0) {
         Some(identity) => format!("/v1/identity/describe/{}", path_segment(identity)),
         None => "/v1/identity/self/describe".to_owned(),

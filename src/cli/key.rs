@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::args::{self, COLOR, ENCLAVE, Flag, INSECURE, JSON, Parsed};
-use super::client::{Client, ConnectOptions, Method};
+use super::args::{self, COLOR, ENCLAVE, Flag, INSECURE, JSON};
+use super::client::{Client, Method};
 use super::ls::{ListKind, run_group_ls};
 use super::output::{self, Paint};
 use super::{Exit, Outcome, path_segment, subcommand};
@@ -60,13 +60,6 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
     }
 }
 
-fn connect(parsed: &Parsed) -> Result<Client, Exit> {
-    Client::from_env(&ConnectOptions {
-        insecure: parsed.has("insecure"),
-        ..Default::default()
-    })
-}
-
 const CREATE_USAGE: &str = "Usage:
     kes key create [options] <name>...
 
@@ -110,10 +103,10 @@ fn create(raw: Vec<OsString>) -> Outcome {
         ));
     }
     if let Some(key) = old_style_import_key(&parsed.positionals) {
-        let client = connect(&parsed)?;
+        let client = Client::for_command(&parsed)?;
         return import_key(&client, &parsed.positionals[0], &key);
     }
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     for_each_name(
         &client,
         &parsed.positionals,
@@ -178,7 +171,7 @@ fn import(raw: Vec<OsString>) -> Outcome {
             "invalid key: {e}. The key must be base64. See 'kes key import --help'"
         ))
     })?);
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     import_key(&client, &parsed.positionals[0], &key)
 }
 
@@ -257,7 +250,7 @@ fn info(raw: Vec<OsString>, command: &str) -> Outcome {
     let paint = Paint {
         enabled: output::colorize(parsed.value("color"))?,
     };
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     let reply = client
         .call(
             Method::Get,
@@ -326,7 +319,7 @@ fn rm(raw: Vec<OsString>, command: &str) -> Outcome {
             "no key name specified. See '{name_of_command} --help'"
         )));
     }
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     for_each_name(
         &client,
         &parsed.positionals,
@@ -385,7 +378,7 @@ fn encrypt(raw: Vec<OsString>) -> Outcome {
         ciphertext: None,
         context: None,
     };
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     let reply = send_crypto(&client, "encrypt", name, &request)
         .map_err(|e| Exit::Error(format!("failed to encrypt message: {e}")))?;
     let ciphertext = reply.ciphertext.clone().unwrap_or_default();
@@ -476,7 +469,7 @@ fn decrypt(raw: Vec<OsString>) -> Outcome {
             .map(|c| base64_argument(c, "context", "decrypt"))
             .transpose()?,
     };
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     let reply = send_crypto(&client, "decrypt", name, &request)
         .map_err(|e| Exit::Error(format!("failed to decrypt ciphertext: {e}")))?;
     let plaintext = Zeroizing::new(reply.plaintext.clone().unwrap_or_default());
@@ -528,7 +521,7 @@ fn dek(raw: Vec<OsString>, command: &str) -> Outcome {
             .map(|c| base64_argument(c, "context", command))
             .transpose()?,
     };
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     let reply = send_crypto(&client, "generate", name, &request)
         .map_err(|e| Exit::Error(format!("failed to derive key: {e}")))?;
     let plaintext = Zeroizing::new(reply.plaintext.clone().unwrap_or_default());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::args::{self, INSECURE, JSON};
-use super::client::{Client, ConnectOptions};
+use super::client::Client;
 use super::output::{self, Paint};
 use super::{Exit, Outcome};
 
@@ -128,10 +128,7 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
         ));
     }
     let audit = !parsed.has("error");
-    let client = Client::from_env(&ConnectOptions {
-        insecure: parsed.has("insecure"),
-        ..Default::default()
-    })?;
+    let client = Client::for_command(&parsed)?;
     let path = if audit {
         "/v1/log/audit"
     } else {

@@ -165,10 +165,7 @@ pub fn run_group_ls(
     let paint = Paint {
         enabled: output::colorize(parsed.value("color"))?,
     };
-    let client = Client::from_env(&ConnectOptions {
-        insecure: parsed.has("insecure"),
-        ..Default::default()
-    })?;
+    let client = Client::for_command(&parsed)?;
     let names = list_names(&client, kind, parsed.arg(0).unwrap_or(""))
         .map_err(|e| Exit::Error(format!("failed to list {}: {e}", kind.plural())))?;
     let json = parsed.has("json") || !output::stdout_is_terminal();

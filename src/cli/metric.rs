@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::args::{self, INSECURE};
-use super::client::{Client, ConnectOptions, Method};
+use super::client::{Client, Method};
 use super::output::{self, Paint};
 use super::{Exit, Outcome};
 
@@ -177,10 +177,7 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
             })?,
         None => Duration::from_secs(5),
     };
-    let client = Client::from_env(&ConnectOptions {
-        insecure: parsed.has("insecure"),
-        ..Default::default()
-    })?;
+    let client = Client::for_command(&parsed)?;
     let terminal = output::stdout_is_terminal();
     let paint = Paint {
         enabled: terminal && !output::no_color_requested(),

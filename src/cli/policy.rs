@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use serde_json::{Map, Value};
 
 use super::args::{self, COLOR, ENCLAVE, INSECURE, JSON, Parsed};
-use super::client::{Client, ConnectOptions, Method};
+use super::client::{Client, Method};
 use super::identity::rule_list;
 use super::ls::{ListKind, run_group_ls};
 use super::output::{self, Paint};
@@ -48,13 +48,6 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
     }
 }
 
-fn connect(parsed: &Parsed) -> Result<Client, Exit> {
-    Client::from_env(&ConnectOptions {
-        insecure: parsed.has("insecure"),
-        ..Default::default()
-    })
-}
-
 fn one_name<'a>(parsed: &'a Parsed, command: &str) -> Result<&'a str, Exit> {
     match parsed.positionals.as_slice() {
         [] => Err(Exit::Error(format!(
@@ -91,7 +84,7 @@ fn info(raw: Vec<OsString>) -> Outcome {
     let paint = Paint {
         enabled: output::colorize(parsed.value("color"))?,
     };
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     let reply = client
         .call(
             Method::Get,
@@ -187,7 +180,7 @@ fn show(raw: Vec<OsString>) -> Outcome {
         raw,
     )?;
     let name = one_name(&parsed, "show")?;
-    let client = connect(&parsed)?;
+    let client = Client::for_command(&parsed)?;
     let reply = client
         .call(
             Method::Get,

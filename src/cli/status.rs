@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::args::{self, COLOR, INSECURE, JSON};
-use super::client::{Client, ConnectOptions, Method};
+use super::client::{Client, Method};
 use super::output::{self, Paint};
 use super::{Exit, Outcome};
 
@@ -109,10 +109,7 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
     let paint = Paint {
         enabled: output::colorize(parsed.value("color"))?,
     };
-    let client = Client::from_env(&ConnectOptions {
-        insecure: parsed.has("insecure"),
-        ..Default::default()
-    })?;
+    let client = Client::for_command(&parsed)?;
 
     let started = Instant::now();
     let reply = client
