@@ -47,6 +47,9 @@ struct Pending {
     routed: Routed,
     framing: BodyFraming,
     started: Instant,
+    /// When the body must have arrived and the response been written: the route's
+    /// timeout, fixed when the head arrived.
+    deadline: Instant,
 }
 
 pub struct Conn {
@@ -221,14 +224,14 @@ impl Conn {
 
     fn step(&mut self, state: &State, closing: bool) -> io::Result<Step> {
         let Some(pending) = self.pending.take() else {
-            return self.read_head();
+            return self.read_head(state);
         };
         let limit = pending.routed.route().max_body;
         let body = match pending.framing {
             BodyFraming::Length(n) => {
                 let n = n as usize;
                 if self.inbuf.len() < n {
-                    let deadline = pending.started + timeout_of(state, &pending.routed);
+                    let deadline = pending.deadline;
                     self.pending = Some(pending);
                     return Ok(Step::Wait(deadline));
                 }
@@ -240,7 +243,7 @@ impl Conn {
                     body
                 }
                 Ok(None) => {
-                    let deadline = pending.started + timeout_of(state, &pending.routed);
+                    let deadline = pending.deadline;
                     self.pending = Some(pending);
                     return Ok(Step::Wait(deadline));
                 }
@@ -258,6 +261,7 @@ impl Conn {
             mut req,
             routed,
             started,
+            deadline,
             ..
         } = pending;
         req.body = body;
@@ -269,13 +273,13 @@ impl Conn {
             return Ok(Step::Stream(events));
         }
         let close = closing || !req.keep_alive();
-        let sent = self.send(&response, close, started + timeout_of(state, &routed));
+        let sent = self.send(&response, close, deadline);
         self.record(Some(&req), response.status, started);
         sent?;
         Ok(if close { Step::Close } else { Step::Again })
     }
 
-    fn read_head(&mut self) -> io::Result<Step> {
+    fn read_head(&mut self, state: &State) -> io::Result<Step> {
         if self.inbuf.is_empty() {
             self.head_started = None;
             let deadline = if self.served == 0 {
@@ -345,11 +349,13 @@ impl Conn {
                 Instant::now() + HEADER_TIMEOUT,
             )?;
         }
+        let started = Instant::now();
         self.pending = Some(Pending {
+            deadline: started + timeout_of(state, &routed),
             req,
             routed,
             framing,
-            started: Instant::now(),
+            started,
         });
         Ok(Step::Again)
     }
