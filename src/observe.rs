@@ -394,7 +394,7 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// (threads, resident bytes) of this process, from /proc.
-fn process_stats() -> (u64, u64) {
+pub fn process_stats() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |key: &str| -> u64 {
         status

@@ -48,7 +48,7 @@ pub fn status(ctx: &Ctx) -> Reply {
         "uptime": ctx.state.started.elapsed().as_secs(),
         "num_cpu": cpus,
         "num_cpu_used": cpus,
-        "mem_heap_used": resident_bytes(),
+        "mem_heap_used": crate::observe::process_stats().1,
         "mem_stack_used": 0,
     });
     match ctx.state.keys.status() {
@@ -88,15 +88,4 @@ fn go_arch() -> &'static str {
         "x86" => "386",
         other => other,
     }
-}
-
-/// Resident memory of this process, from /proc (0 where unavailable).
-pub fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
