@@ -235,6 +235,13 @@ impl<V: Clone + Send + Sync + 'static> KeyCache<V> {
         load()
     }
 
+    /// Whether `name` is cached and fresh, so that [`KeyCache::get_or_load`] would answer
+    /// without calling its loader. Counts neither a hit nor a miss.
+    pub fn contains_fresh(&self, name: &str) -> bool {
+        let map = lock(self.inner.shard(name));
+        matches!(map.get(name), Some(Slot::Ready(entry)) if self.inner.is_fresh(entry, Instant::now()))
+    }
+
     /// Runs `load` as the registered loader of `name`, stores a successful value and hands
     /// the result to every caller waiting on `flight`.
     fn lead<E>(

@@ -75,6 +75,12 @@ impl Keys {
         })
     }
 
+    /// Whether [`Keys::get`] of `name` would be answered from memory, without waiting
+    /// for the keystore.
+    pub fn is_cached(&self, name: &str) -> bool {
+        self.cache.contains_fresh(name)
+    }
+
     /// Deletes `name` from the keystore, then from the cache.
     pub fn delete(&self, name: &str) -> Result<(), KeyStoreError> {
         let result = self.store.delete(name);

@@ -51,6 +51,20 @@ pub enum Auth {
     Policy,
 }
 
+/// Where a route's handler runs. Connections live on a few event-loop threads, each
+/// serving many clients; a handler that waits (for CipherTrust, say) would stall every
+/// client of its loop, so such requests go to the bounded pool of blocking workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exec {
+    /// Never waits: answered on the event loop.
+    Inline,
+    /// Needs the master key the resource names: on the event loop when the key cache
+    /// holds it (MinIO's hot path), on the pool when it must be loaded.
+    Key,
+    /// May wait for the keystore: always on the pool.
+    Pool,
+}
+
 /// A handler answers with `Ok`, or refuses with `Err` (so that `?` can carry refusals).
 pub type Reply = Result<Response, Response>;
 
@@ -67,6 +81,7 @@ pub struct Route {
     /// `None` for streams.
     pub timeout: Option<Duration>,
     pub auth: Auth,
+    pub exec: Exec,
     /// Counted in the request metrics (as the last release counts).
     pub metrics: bool,
     pub handler: Handler,
@@ -84,13 +99,14 @@ const T10: Option<Duration> = Some(Duration::from_secs(10));
 const T15: Option<Duration> = Some(Duration::from_secs(15));
 
 macro_rules! route {
-    ($method:ident $path:literal, $max_body:expr, $timeout:expr, $auth:ident, $metrics:expr, $handler:path) => {
+    ($method:ident $path:literal, $max_body:expr, $timeout:expr, $auth:ident, $exec:ident, $metrics:expr, $handler:path) => {
         Route {
             method: Method::$method,
             path: $path,
             max_body: $max_body,
             timeout: $timeout,
             auth: Auth::$auth,
+            exec: Exec::$exec,
             metrics: $metrics,
             handler: $handler,
         }
@@ -100,29 +116,29 @@ macro_rules! route {
 /// Every route: the last release's table, plus `/v1/key/bulk/decrypt/` of the 2023
 /// servers (their MinIO clients use it).
 pub static ROUTES: &[Route] = &[
-    route!(Get "/version", 0, T10, None, false, sys::version),
-    route!(Get "/v1/ready", 0, T15, Policy, false, sys::ready),
-    route!(Get "/v1/status", 0, T15, Policy, false, sys::status),
-    route!(Get "/v1/metrics", 0, T15, Policy, false, metrics::metrics),
-    route!(Get "/v1/api", 0, T10, Policy, false, sys::api),
-    route!(Put "/v1/key/create/", 0, T15, Policy, true, key::create),
-    route!(Put "/v1/key/import/", MB, T15, Policy, true, key::import),
-    route!(Get "/v1/key/describe/", 0, T15, Policy, true, key::describe),
-    route!(Get "/v1/key/list/", 0, T15, Policy, true, key::list),
-    route!(Delete "/v1/key/delete/", 0, T15, Policy, true, key::delete),
-    route!(Put "/v1/key/encrypt/", MB, T15, Policy, true, key::encrypt),
-    route!(Put "/v1/key/generate/", MB, T15, Policy, true, key::generate),
-    route!(Put "/v1/key/decrypt/", MB, T15, Policy, true, key::decrypt),
-    route!(Post "/v1/key/bulk/decrypt/", MIB, T15, Policy, true, key::bulk_decrypt),
-    route!(Put "/v1/key/hmac/", MB, T15, Policy, true, key::hmac),
-    route!(Get "/v1/policy/describe/", 0, T15, Policy, true, policy::describe),
-    route!(Get "/v1/policy/read/", 0, T15, Policy, true, policy::read),
-    route!(Get "/v1/policy/list/", 0, T15, Policy, true, policy::list),
-    route!(Get "/v1/identity/describe/", 0, T15, Policy, true, identity::describe),
-    route!(Get "/v1/identity/list/", 0, T15, Policy, true, identity::list),
-    route!(Get "/v1/identity/self/describe", 0, T15, IdentifyOnly, true, identity::self_describe),
-    route!(Get "/v1/log/error", 0, None, Policy, false, log_stream::error),
-    route!(Get "/v1/log/audit", 0, None, Policy, false, log_stream::audit),
+    route!(Get "/version", 0, T10, None, Inline, false, sys::version),
+    route!(Get "/v1/ready", 0, T15, Policy, Pool, false, sys::ready),
+    route!(Get "/v1/status", 0, T15, Policy, Pool, false, sys::status),
+    route!(Get "/v1/metrics", 0, T15, Policy, Pool, false, metrics::metrics),
+    route!(Get "/v1/api", 0, T10, Policy, Inline, false, sys::api),
+    route!(Put "/v1/key/create/", 0, T15, Policy, Pool, true, key::create),
+    route!(Put "/v1/key/import/", MB, T15, Policy, Pool, true, key::import),
+    route!(Get "/v1/key/describe/", 0, T15, Policy, Key, true, key::describe),
+    route!(Get "/v1/key/list/", 0, T15, Policy, Pool, true, key::list),
+    route!(Delete "/v1/key/delete/", 0, T15, Policy, Pool, true, key::delete),
+    route!(Put "/v1/key/encrypt/", MB, T15, Policy, Key, true, key::encrypt),
+    route!(Put "/v1/key/generate/", MB, T15, Policy, Key, true, key::generate),
+    route!(Put "/v1/key/decrypt/", MB, T15, Policy, Key, true, key::decrypt),
+    route!(Post "/v1/key/bulk/decrypt/", MIB, T15, Policy, Key, true, key::bulk_decrypt),
+    route!(Put "/v1/key/hmac/", MB, T15, Policy, Key, true, key::hmac),
+    route!(Get "/v1/policy/describe/", 0, T15, Policy, Inline, true, policy::describe),
+    route!(Get "/v1/policy/read/", 0, T15, Policy, Inline, true, policy::read),
+    route!(Get "/v1/policy/list/", 0, T15, Policy, Inline, true, policy::list),
+    route!(Get "/v1/identity/describe/", 0, T15, Policy, Inline, true, identity::describe),
+    route!(Get "/v1/identity/list/", 0, T15, Policy, Inline, true, identity::list),
+    route!(Get "/v1/identity/self/describe", 0, T15, IdentifyOnly, Inline, true, identity::self_describe),
+    route!(Get "/v1/log/error", 0, None, Policy, Inline, false, log_stream::error),
+    route!(Get "/v1/log/audit", 0, None, Policy, Inline, false, log_stream::audit),
 ];
 
 /// The route whose path is exactly `path` (as written in the `api:` config section).

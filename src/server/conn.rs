@@ -1,12 +1,13 @@
 //! One client connection: TLS, request framing, dispatch, response.
 //!
-//! A connection never waits for its client on a worker thread. Its socket is
-//! non-blocking: a worker takes whatever bytes have arrived, serves every complete
-//! request among them, and hands the connection back to the poller with a deadline
-//! when it needs more. So a client that sends nothing, or a byte a second, costs a
-//! parked entry, never a worker, and is closed when its deadline passes.
+//! A connection never waits for its client. Its socket is non-blocking: its event loop
+//! takes whatever bytes have arrived, serves every complete request among them, queues
+//! the responses, and parks the connection with a deadline when it needs more bytes or
+//! the socket cannot take the responses yet. So a client that sends nothing, or a byte
+//! a second, or reads nothing, costs a parked entry, never a thread, and is closed when
+//! its deadline passes.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use rustls::ServerConnection;
 
 use super::Gauges;
-use crate::api::{self, PeerIdentity, Routed};
+use crate::api::{self, PeerIdentity, Routed, routes};
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
 use crate::state::State;
 
@@ -31,14 +32,47 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Plaintext buffered per connection beyond the largest body: bounds memory per client.
 const READ_SLACK: usize = 64 * 1024;
 
-/// What the worker does with a connection after [`Conn::advance`].
+/// Where [`Conn::advance`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exec {
+    /// On an event loop: a request whose handler may wait is left for the pool.
+    Loop,
+    /// On a pool worker, where handlers may wait for the keystore.
+    Pool,
+}
+
+/// What happens to a connection after [`Conn::advance`].
 #[derive(Debug)]
 pub enum Next {
     /// Wait for more bytes until the deadline.
     Park(Instant),
+    /// Wait until the socket takes the queued output, at most until the deadline.
+    ParkWrite(Instant),
     Close,
     /// Send these events as a stream, on a thread of its own (log streams).
     Stream(Receiver<Arc<[u8]>>),
+    /// A complete request needs a handler that may wait: run it on the pool.
+    Offload,
+}
+
+/// What a turn ended with, before the queued output is sent.
+#[derive(Debug)]
+enum Turn {
+    Park(Instant),
+    Close,
+    Stream(Receiver<Arc<[u8]>>),
+    Offload,
+    /// A refusal was queued for a request that will not be read: once it is out, stop
+    /// sending and discard what the client still sends.
+    Drain,
+}
+
+/// A complete request waiting for a pool worker.
+struct Ready {
+    req: Request,
+    routed: Routed,
+    started: Instant,
+    deadline: Instant,
 }
 
 /// A request whose head has arrived and whose body is still arriving.
@@ -54,9 +88,9 @@ struct Pending {
 
 pub struct Conn {
     pub sock: TcpStream,
-    /// The socket is in the poller's set (armed while parked, disarmed by its oneshot
-    /// event while a worker has it); it must be deleted from the set before closing.
-    pub registered: bool,
+    pub fd: std::os::fd::RawFd,
+    /// The event loop that owns this connection while it is not on the pool.
+    pub home: usize,
     tls: ServerConnection,
     peer: SocketAddr,
     accepted: Instant,
@@ -65,6 +99,11 @@ pub struct Conn {
     /// When the first byte of the current (incomplete) head arrived.
     head_started: Option<Instant>,
     pending: Option<Pending>,
+    ready: Option<Ready>,
+    /// Output is queued that the socket has not taken yet: what to do once it has.
+    then: Option<Turn>,
+    /// Until when the client must have taken the queued output.
+    write_deadline: Instant,
     who: Option<PeerIdentity>,
     served: u64,
     eof: bool,
@@ -90,18 +129,26 @@ impl Conn {
     ) -> io::Result<Conn> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
-        let tls = ServerConnection::new(tls).map_err(io::Error::other)?;
+        let mut tls = ServerConnection::new(tls).map_err(io::Error::other)?;
+        // Responses are queued whole and sent as the socket takes them; what one
+        // connection can queue is bounded by the requests it may have buffered.
+        tls.set_buffer_limit(None);
         gauges.open_connections.fetch_add(1, Ordering::AcqRel);
+        let accepted = Instant::now();
         Ok(Conn {
             gauges,
+            fd: sock.as_raw_fd(),
             sock,
-            registered: false,
+            home: 0,
             tls,
             peer,
-            accepted: Instant::now(),
+            accepted,
             inbuf: Vec::new(),
             head_started: None,
             pending: None,
+            ready: None,
+            then: None,
+            write_deadline: accepted + HEADER_TIMEOUT,
             who: None,
             served: 0,
             eof: false,
@@ -111,7 +158,10 @@ impl Conn {
 
     /// Whether a request has started arriving but is not answered yet.
     pub fn mid_request(&self) -> bool {
-        self.pending.is_some() || !self.inbuf.is_empty()
+        self.pending.is_some()
+            || self.ready.is_some()
+            || self.then.is_some()
+            || !self.inbuf.is_empty()
     }
 
     /// The deadline while waiting for the handshake or the first request.
@@ -119,55 +169,95 @@ impl Conn {
         self.accepted + HEADER_TIMEOUT
     }
 
-    /// Makes all the progress the arrived bytes allow.
-    pub fn advance(&mut self, state: &State, closing: bool) -> Next {
-        match self.try_advance(state, closing) {
-            Ok(next) => next,
+    /// Makes all the progress the arrived bytes and the socket's room allow.
+    pub fn advance(&mut self, state: &State, closing: bool, exec: Exec) -> Next {
+        let turn = match self.then.take() {
+            Some(turn) => turn,
+            None => self.turn(state, closing, exec),
+        };
+        self.settle(turn)
+    }
+
+    fn turn(&mut self, state: &State, closing: bool, exec: Exec) -> Turn {
+        match self.try_advance(state, closing, exec) {
+            Ok(turn) => turn,
             Err(e) => {
                 log::debug!("connection from {}: {e}", self.peer);
-                Next::Close
+                // Whatever explains the failure (a TLS alert) goes out if it can.
+                let _ = self.flush_tls();
+                Turn::Close
             }
         }
     }
 
-    fn try_advance(&mut self, state: &State, closing: bool) -> io::Result<Next> {
+    /// Sends the queued output, then acts on `turn`; parks for writing while the socket
+    /// is full.
+    fn settle(&mut self, mut turn: Turn) -> Next {
+        loop {
+            match self.flush_tls() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.then = Some(turn);
+                    return Next::ParkWrite(self.write_deadline);
+                }
+                Err(e) => {
+                    log::debug!("connection from {}: {e}", self.peer);
+                    return Next::Close;
+                }
+            }
+            return match turn {
+                Turn::Park(deadline) => Next::Park(deadline),
+                Turn::Close => Next::Close,
+                Turn::Stream(events) => Next::Stream(events),
+                Turn::Offload => Next::Offload,
+                Turn::Drain => {
+                    let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                    let until = Instant::now() + Duration::from_secs(2);
+                    self.draining = Some(until);
+                    turn = self.discard_input(until);
+                    continue;
+                }
+            };
+        }
+    }
+
+    fn try_advance(&mut self, state: &State, closing: bool, exec: Exec) -> io::Result<Turn> {
         if let Some(until) = self.draining {
             return Ok(self.discard_input(until));
         }
         let mut drained = self.read_socket()?;
-        self.flush_tls(Instant::now() + HEADER_TIMEOUT)?;
         if self.tls.is_handshaking() {
             return Ok(if self.eof {
-                Next::Close
+                Turn::Close
             } else {
-                Next::Park(self.first_deadline())
+                self.write_deadline = self.first_deadline();
+                Turn::Park(self.first_deadline())
             });
         }
         if self.who.is_none() {
             self.who = Some(crate::tls::peer_identity(self.tls.peer_certificates()));
         }
         loop {
-            match self.step(state, closing)? {
+            match self.step(state, closing, exec)? {
                 Step::Again => continue,
-                Step::Close => return Ok(Next::Close),
-                Step::Stream(events) => return Ok(Next::Stream(events)),
-                Step::Drain => {
-                    return Ok(self.discard_input(self.draining.unwrap_or_else(Instant::now)));
-                }
+                Step::Close => return Ok(Turn::Close),
+                Step::Stream(events) => return Ok(Turn::Stream(events)),
+                Step::Offload => return Ok(Turn::Offload),
+                Step::Drain => return Ok(Turn::Drain),
                 Step::Wait(_) if !drained => {
                     let before = self.inbuf.len();
                     drained = self.read_socket()?;
                     if self.inbuf.len() == before && !self.eof {
                         // The buffer is full and still holds no complete request.
-                        return Ok(Next::Close);
+                        return Ok(Turn::Close);
                     }
                 }
                 Step::Wait(deadline) => {
                     return Ok(
                         if self.eof || closing && self.pending.is_none() && self.inbuf.is_empty() {
-                            Next::Close
+                            Turn::Close
                         } else {
-                            Next::Park(deadline)
+                            Turn::Park(deadline)
                         },
                     );
                 }
@@ -180,32 +270,45 @@ impl Conn {
     fn read_socket(&mut self) -> io::Result<bool> {
         let limit = http::MAX_HEAD + self.body_limit() + READ_SLACK;
         while self.inbuf.len() < limit && !self.eof {
-            match self.tls.read_tls(&mut self.sock) {
+            let mut probe = ShortReadProbe {
+                sock: &self.sock,
+                short: false,
+            };
+            match self.tls.read_tls(&mut probe) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            let short = probe.short;
             if let Err(e) = self.tls.process_new_packets() {
-                // Send the alert that explains the failure, then give up.
-                let _ = self.flush_tls(Instant::now() + Duration::from_secs(1));
                 return Err(io::Error::other(format!("TLS: {e}")));
             }
             self.drain_plaintext()?;
+            if short {
+                // The kernel had less than rustls asked for: nothing is left to read,
+                // and asking again would only cost a syscall that says so. (Bytes that
+                // arrive meanwhile make the socket readable again.)
+                return Ok(true);
+            }
         }
         Ok(self.eof)
     }
 
     fn drain_plaintext(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 16 * 1024];
+        let mut reader = self.tls.reader();
         loop {
-            match self.tls.reader().read(&mut chunk) {
-                Ok(0) => {
+            match reader.fill_buf() {
+                Ok([]) => {
                     self.eof = true;
                     return Ok(());
                 }
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Ok(plain) => {
+                    let n = plain.len();
+                    self.inbuf.extend_from_slice(plain);
+                    reader.consume(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     self.eof = true;
@@ -222,7 +325,10 @@ impl Conn {
             .map_or(0, |p| p.routed.route().max_body)
     }
 
-    fn step(&mut self, state: &State, closing: bool) -> io::Result<Step> {
+    fn step(&mut self, state: &State, closing: bool, exec: Exec) -> io::Result<Step> {
+        if let Some(ready) = self.ready.take() {
+            return self.answer(state, ready, closing);
+        }
         let Some(pending) = self.pending.take() else {
             return self.read_head(state);
         };
@@ -265,10 +371,31 @@ impl Conn {
             ..
         } = pending;
         req.body = body;
+        let ready = Ready {
+            req,
+            routed,
+            started,
+            deadline,
+        };
+        if exec == Exec::Loop && may_wait(state, &ready) {
+            self.ready = Some(ready);
+            return Ok(Step::Offload);
+        }
+        self.answer(state, ready, closing)
+    }
+
+    /// Runs a complete request and queues its response.
+    fn answer(&mut self, state: &State, ready: Ready, closing: bool) -> io::Result<Step> {
+        let Ready {
+            req,
+            routed,
+            started,
+            deadline,
+        } = ready;
         let mut response = self.dispatch(state, routed, &req);
         self.served += 1;
         if let Some(events) = response.stream.take() {
-            self.write_plain(&response.stream_head(), Instant::now() + HEADER_TIMEOUT)?;
+            self.queue(&response.stream_head(), Instant::now() + HEADER_TIMEOUT)?;
             self.record(Some(&req), response.status, started);
             return Ok(Step::Stream(events));
         }
@@ -344,7 +471,7 @@ impl Conn {
                 .header("expect")
                 .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
         {
-            self.write_plain(
+            self.queue(
                 b"HTTP/1.1 100 Continue\r\n\r\n",
                 Instant::now() + HEADER_TIMEOUT,
             )?;
@@ -360,7 +487,8 @@ impl Conn {
         Ok(Step::Again)
     }
 
-    /// Answers a request that will not be read to its end, then stops reading.
+    /// Answers a request that will not be read to its end; reading stops once the
+    /// answer is out.
     fn refuse(
         &mut self,
         response: &Response,
@@ -371,27 +499,25 @@ impl Conn {
         let sent = self.send(response, true, deadline);
         self.record(req, response.status, started);
         sent?;
-        let _ = self.sock.shutdown(std::net::Shutdown::Write);
-        self.draining = Some(Instant::now() + Duration::from_secs(2));
         Ok(Step::Drain)
     }
 
     /// Reads and drops whatever the client sends until it closes or `until` passes.
-    fn discard_input(&mut self, until: Instant) -> Next {
+    fn discard_input(&mut self, until: Instant) -> Turn {
         let mut sink = [0u8; 16 * 1024];
         loop {
             match self.sock.read(&mut sink) {
-                Ok(0) => return Next::Close,
+                Ok(0) => return Turn::Close,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Close,
+                Err(_) => return Turn::Close,
             }
         }
         if Instant::now() >= until {
-            Next::Close
+            Turn::Close
         } else {
-            Next::Park(until)
+            Turn::Park(until)
         }
     }
 
@@ -418,6 +544,9 @@ impl Conn {
         // Bound what a slow subscriber can have queued in the kernel too; past that it
         // loses events (counted) instead of holding memory.
         set_send_buffer(&self.sock, 64 * 1024);
+        if self.flush_blocking(Instant::now() + WRITE_TIMEOUT).is_err() {
+            return;
+        }
         loop {
             if closing.load(Ordering::Acquire) {
                 break;
@@ -425,9 +554,9 @@ impl Conn {
             match events.recv_timeout(Duration::from_millis(500)) {
                 Ok(line) => {
                     let chunk = http::ndjson_chunk(&line);
-                    if self
-                        .write_plain(&chunk, Instant::now() + WRITE_TIMEOUT)
-                        .is_err()
+                    let deadline = Instant::now() + WRITE_TIMEOUT;
+                    if self.queue(&chunk, deadline).is_err()
+                        || self.flush_blocking(deadline).is_err()
                     {
                         return;
                     }
@@ -442,9 +571,9 @@ impl Conn {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let _ = self.write_plain(b"0\r\n\r\n", Instant::now() + WRITE_TIMEOUT);
+        let _ = self.queue(b"0\r\n\r\n", Instant::now());
         self.tls.send_close_notify();
-        let _ = self.flush_tls(Instant::now() + Duration::from_secs(1));
+        let _ = self.flush_blocking(Instant::now() + Duration::from_secs(1));
     }
 
     fn dispatch(&self, state: &State, routed: Routed, req: &Request) -> Response {
@@ -464,38 +593,69 @@ impl Conn {
         })
     }
 
+    /// Queues a response; `close` ends the TLS session after it.
     fn send(&mut self, response: &Response, close: bool, deadline: Instant) -> io::Result<()> {
-        self.write_plain(&response.to_bytes(close), deadline)?;
+        self.queue(&response.to_bytes(close), deadline)?;
         if close {
             self.tls.send_close_notify();
-            self.flush_tls(deadline)?;
         }
         Ok(())
     }
 
-    /// Encrypts and sends `bytes`, waiting for the socket at most until `deadline`.
-    fn write_plain(&mut self, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let n = self.tls.writer().write(bytes)?;
-            bytes = &bytes[n..];
-            self.flush_tls(deadline)?;
-        }
+    /// Encrypts `bytes` into the output queue, which the client must have taken by
+    /// `deadline`.
+    fn queue(&mut self, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+        self.tls.writer().write_all(bytes)?;
+        self.write_deadline = deadline;
         Ok(())
     }
 
-    /// Sends buffered TLS records.
-    fn flush_tls(&mut self, deadline: Instant) -> io::Result<()> {
+    /// Sends queued TLS records as far as the socket takes them; `false` if it is full.
+    fn flush_tls(&mut self) -> io::Result<bool> {
         while self.tls.wants_write() {
             match self.tls.write_tls(&mut self.sock) {
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait_writable(&self.sock, deadline)?
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        Ok(true)
+    }
+
+    /// Sends all queued TLS records, waiting for the socket at most until `deadline`
+    /// (only log streams, on a thread of their own, wait like this).
+    fn flush_blocking(&mut self, deadline: Instant) -> io::Result<()> {
+        while !self.flush_tls()? {
+            wait_writable(&self.sock, deadline)?;
+        }
         Ok(())
+    }
+}
+
+/// Reads from the socket and notes whether the kernel returned less than asked for.
+struct ShortReadProbe<'a> {
+    sock: &'a TcpStream,
+    short: bool,
+}
+
+impl Read for ShortReadProbe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (&mut &*self.sock).read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
+}
+
+/// Whether a complete request must go to the pool because its handler may wait.
+fn may_wait(state: &State, ready: &Ready) -> bool {
+    match ready.routed.route().exec {
+        routes::Exec::Inline => false,
+        routes::Exec::Pool => true,
+        routes::Exec::Key => {
+            let name = &ready.req.path[ready.routed.resource_start..];
+            !state.keys.is_cached(name)
+        }
     }
 }
 
@@ -512,6 +672,8 @@ impl Drop for ActiveRequest {
 
 enum Step {
     Again,
+    /// A complete request waits in `ready` for a pool worker.
+    Offload,
     Stream(Receiver<Arc<[u8]>>),
     Wait(Instant),
     Close,

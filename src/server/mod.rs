@@ -1,19 +1,21 @@
-//! The server: one acceptor, one poller, a bounded pool of workers.
+//! The server: one acceptor, a few event loops, a bounded pool of blocking workers.
 //!
 //! ```text
-//! acceptor ──new conn──▶ poller (parked conns + deadlines) ──readable──▶ workers
-//!                           ▲                                               │
-//!                           └────────── park (needs more bytes) ◀───────────┘
+//! acceptor ──new conn──▶ event loop (one per core: its connections, their deadlines)
+//!                          │  ▲  TLS, HTTP, identity, policy, handler, response
+//!           may wait ──────┘  └────── answered, back to the loop
+//!                          ▼  │
+//!                  blocking workers (keystore calls that can wait: CipherTrust, disk)
 //! ```
-//! Workers only ever run when a connection has bytes to process; waiting happens in the
-//! poller, which also closes connections whose deadline has passed. See
-//! `docs/ARCHITECTURE.md` for the way of one request.
+//! A request whose key is cached (MinIO's generate and decrypt) is answered on the event
+//! loop that read it, with no hand-off between threads; a request that may wait goes to
+//! a pool worker and comes back. Waiting for clients happens only in the loops' polls, so
+//! silent or slow clients never hold a thread. See `docs/ARCHITECTURE.md`.
 
 mod conn;
 mod dev;
 pub mod run;
 
-use std::collections::HashMap;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,9 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, Poller};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
 
-use conn::{Conn, Next};
+use conn::{Conn, Exec, Next};
 pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 
 use crate::state::State;
@@ -32,6 +36,9 @@ use crate::state::State;
 /// Server tuning that is not part of the original config file.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Event loops: threads that serve connections without ever waiting on one.
+    pub loops: usize,
+    /// Blocking workers: threads for requests that may wait for the keystore.
     pub workers: usize,
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight.
@@ -42,6 +49,7 @@ impl Default for Limits {
     fn default() -> Self {
         let cores = thread::available_parallelism().map_or(2, |n| n.get());
         Limits {
+            loops: cores.clamp(1, 16),
             workers: (4 * cores).clamp(4, 64),
             max_connections: 4096,
             grace: Duration::from_secs(10),
@@ -58,92 +66,41 @@ pub struct Gauges {
     pub workers: AtomicUsize,
 }
 
-/// Parked connections, keyed by their poller key.
-struct Parked {
-    conns: HashMap<usize, (Conn, Instant)>,
-    next_key: usize,
-}
-
 struct Shared {
     state: Arc<State>,
-    poller: Poller,
-    parked: Mutex<Parked>,
+    loops: Vec<Reactor>,
+    /// Requests whose handlers may wait, for the pool.
+    to_pool: Mutex<Sender<Conn>>,
     /// No new connections; connections close once their request is answered.
     closing: AtomicBool,
-    /// Grace period over: the poller stops.
+    /// Grace period over: the loops stop.
     stopped: AtomicBool,
     gauges: Arc<Gauges>,
 }
 
+/// What other threads see of an event loop: its inbox and how to wake it.
+struct Reactor {
+    waker: Waker,
+    /// Connections handed to this loop (new ones, and ones back from the pool) with what
+    /// to wait for.
+    inbox: Mutex<Vec<(Conn, Next)>>,
+}
+
 impl Shared {
-    /// Hands a connection to the poller until it is readable or `deadline` passes.
-    ///
-    /// A connection stays registered while a worker has it (its oneshot event disarmed
-    /// it), so parking it again re-arms it with one `epoll_ctl(MOD)` instead of the
-    /// DEL + ADD pair that taking it out and putting it back would cost per request.
-    fn park(&self, mut conn: Conn, deadline: Instant) {
-        if self.closing.load(Ordering::Acquire) && !conn.mid_request() {
-            self.close(conn);
-            return;
-        }
-        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let key = parked.next_key;
-        parked.next_key = parked.next_key.wrapping_add(1);
-        let armed = if conn.registered {
-            self.poller.modify(&conn.sock, Event::readable(key)).is_ok()
-        } else {
-            // SAFETY: the socket is deleted from the poller (`close`, `sweep`) before it
-            // is dropped; the poller drops parked sockets only after deleting them.
-            let added = unsafe { self.poller.add(&conn.sock, Event::readable(key)) }.is_ok();
-            conn.registered = added;
-            added
-        };
-        if armed {
-            parked.conns.insert(key, (conn, deadline));
-        } else {
-            drop(parked);
-            self.close(conn);
-        }
+    /// Hands `conn` to its home loop, to act on `next` there.
+    fn send_home(&self, conn: Conn, next: Next) {
+        let reactor = &self.loops[conn.home];
+        reactor
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((conn, next));
+        let _ = reactor.waker.wake();
     }
 
-    /// Takes a connection whose event fired; it stays registered, but disarmed.
-    fn take(&self, key: usize) -> Option<Conn> {
-        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let (conn, _) = parked.conns.remove(&key)?;
-        Some(conn)
-    }
-
-    /// Closes a connection that is not parked.
-    fn close(&self, mut conn: Conn) {
-        self.deregister(&mut conn);
-        drop(conn);
-    }
-
-    /// Removes a connection that is not parked from the poller.
-    fn deregister(&self, conn: &mut Conn) {
-        if conn.registered {
-            let _ = self.poller.delete(&conn.sock);
-            conn.registered = false;
-        }
-    }
-
-    /// Closes parked connections whose deadline has passed, and while closing those
-    /// between requests; `all` closes every one.
-    fn sweep(&self, now: Instant, all: bool) {
-        let closing = self.closing.load(Ordering::Acquire);
-        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
-        let expired: Vec<usize> = parked
-            .conns
-            .iter()
-            .filter(|(_, (conn, deadline))| {
-                all || *deadline <= now || closing && !conn.mid_request()
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in expired {
-            if let Some((conn, _)) = parked.conns.remove(&key) {
-                let _ = self.poller.delete(&conn.sock);
-            }
+    fn wake_all(&self) {
+        for reactor in &self.loops {
+            let _ = reactor.waker.wake();
         }
     }
 }
@@ -167,34 +124,41 @@ impl Server {
             .workers
             .store(limits.workers.max(1), Ordering::Relaxed);
         listener.set_nonblocking(true)?;
+        let mut polls = Vec::new();
+        let mut loops = Vec::new();
+        for _ in 0..limits.loops.max(1) {
+            let poll = Poll::new()?;
+            loops.push(Reactor {
+                waker: Waker::new(poll.registry(), WAKER)?,
+                inbox: Mutex::new(Vec::new()),
+            });
+            polls.push(poll);
+        }
+        let (to_pool, pool_rx) = channel::<Conn>();
         let shared = Arc::new(Shared {
             state,
-            poller: Poller::new()?,
-            parked: Mutex::new(Parked {
-                conns: HashMap::new(),
-                next_key: 0,
-            }),
+            loops,
+            to_pool: Mutex::new(to_pool),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             gauges,
         });
-        let (work_tx, work_rx) = channel::<Conn>();
-        let work_rx = Arc::new(Mutex::new(work_rx));
+        let pool_rx = Arc::new(Mutex::new(pool_rx));
         let mut threads = Vec::new();
         for i in 0..limits.workers.max(1) {
-            let (shared, work_rx) = (shared.clone(), work_rx.clone());
+            let (shared, pool_rx) = (shared.clone(), pool_rx.clone());
             threads.push(
                 thread::Builder::new()
                     .name(format!("kes-worker-{i}"))
-                    .spawn(move || worker(&shared, &work_rx))?,
+                    .spawn(move || worker(&shared, &pool_rx))?,
             );
         }
-        {
+        for (i, poll) in polls.into_iter().enumerate() {
             let shared = shared.clone();
             threads.push(
                 thread::Builder::new()
-                    .name("kes-poller".into())
-                    .spawn(move || poll_loop(&shared, &work_tx))?,
+                    .name(format!("kes-loop-{i}"))
+                    .spawn(move || event_loop(&shared, i, poll))?,
             );
         }
         {
@@ -218,22 +182,17 @@ impl Server {
     pub fn shutdown(self) {
         let shared = &self.shared;
         shared.closing.store(true, Ordering::Release);
-        let _ = shared.poller.notify();
+        shared.wake_all();
         let deadline = Instant::now() + self.grace;
-        let in_flight = || {
-            shared.gauges.busy_workers.load(Ordering::Acquire) > 0
-                || !shared
-                    .parked
-                    .lock()
-                    .map(|p| p.conns.is_empty())
-                    .unwrap_or(true)
-        };
-        while in_flight() && Instant::now() < deadline {
+        // Idle connections close at once, log streams within half a second, the others
+        // once their request is answered.
+        while shared.gauges.open_connections.load(Ordering::Acquire) > 0
+            && Instant::now() < deadline
+        {
             thread::sleep(Duration::from_millis(10));
         }
         shared.stopped.store(true, Ordering::Release);
-        let _ = shared.poller.notify();
-        shared.sweep(Instant::now(), true);
+        shared.wake_all();
         drop(self.threads);
     }
 
@@ -244,6 +203,7 @@ impl Server {
 
 fn accept_loop(shared: &Shared, listener: TcpListener, max_connections: usize) {
     let mut last_refusal_log = Instant::now() - Duration::from_secs(60);
+    let mut next_loop = 0;
     while !shared.closing.load(Ordering::Acquire) {
         let mut fd = libc::pollfd {
             fd: listener.as_raw_fd(),
@@ -278,9 +238,11 @@ fn accept_loop(shared: &Shared, listener: TcpListener, max_connections: usize) {
             }
             let tls = shared.state.live().tls.clone();
             match Conn::new(sock, peer, tls, gauges.clone()) {
-                Ok(conn) => {
+                Ok(mut conn) => {
+                    conn.home = next_loop;
+                    next_loop = (next_loop + 1) % shared.loops.len();
                     let deadline = conn.first_deadline();
-                    shared.park(conn, deadline);
+                    shared.send_home(conn, Next::Park(deadline));
                 }
                 Err(e) => log::debug!("cannot set up connection from {peer}: {e}"),
             }
@@ -288,60 +250,176 @@ fn accept_loop(shared: &Shared, listener: TcpListener, max_connections: usize) {
     }
 }
 
-fn poll_loop(shared: &Shared, work_tx: &Sender<Conn>) {
-    let mut events = Events::new();
+/// A connection an event loop holds, and what it waits for.
+struct Parked {
+    conn: Conn,
+    deadline: Instant,
+    /// Waiting to write (the socket was full) rather than to read.
+    writing: bool,
+}
+
+/// The token of a loop's waker; connections are keyed by their slab index.
+const WAKER: Token = Token(usize::MAX);
+
+/// One event loop: serves its connections as their bytes arrive, until the server stops.
+///
+/// Readiness is edge-triggered: a connection is parked only after its socket said it has
+/// nothing more (a short read or `WouldBlock`), so the next event means new bytes.
+fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
+    const SWEEP_EVERY: Duration = Duration::from_millis(250);
+    let reactor = &shared.loops[me];
+    let mut conns: Slab<Parked> = Slab::new();
+    let mut events = Events::with_capacity(256);
+    let mut arrivals = Vec::new();
     let mut last_sweep = Instant::now();
     loop {
-        events.clear();
-        let _ = shared
-            .poller
-            .wait(&mut events, Some(Duration::from_millis(250)));
-        if shared.stopped.load(Ordering::Acquire) {
-            shared.sweep(Instant::now(), true);
-            return;
-        }
-        for event in events.iter() {
-            if let Some(conn) = shared.take(event.key) {
-                if work_tx.send(conn).is_err() {
-                    return;
-                }
+        if let Err(e) = poll.poll(&mut events, Some(SWEEP_EVERY)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                log::error!("event loop {me}: {e}");
+                thread::sleep(Duration::from_millis(10));
             }
         }
+        let registry = poll.registry();
+        if shared.stopped.load(Ordering::Acquire) {
+            for parked in conns.drain() {
+                let _ = registry.deregister(&mut source(&parked.conn));
+            }
+            return;
+        }
+        let closing = shared.closing.load(Ordering::Acquire);
+        std::mem::swap(
+            &mut arrivals,
+            &mut *reactor.inbox.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        for (conn, next) in arrivals.drain(..) {
+            if let Some(key) = admit(registry, &mut conns, conn) {
+                apply(shared, registry, &mut conns, key, next);
+            }
+        }
+        for event in events.iter() {
+            let key = event.token().0;
+            let Some(parked) = conns.get_mut(key) else {
+                continue;
+            };
+            shared.gauges.busy_workers.fetch_add(1, Ordering::AcqRel);
+            let next = parked.conn.advance(&shared.state, closing, Exec::Loop);
+            shared.gauges.busy_workers.fetch_sub(1, Ordering::AcqRel);
+            apply(shared, registry, &mut conns, key, next);
+        }
         let now = Instant::now();
-        if shared.closing.load(Ordering::Acquire)
-            || now.duration_since(last_sweep) >= Duration::from_millis(250)
-        {
-            shared.sweep(now, false);
+        if closing || now.duration_since(last_sweep) >= SWEEP_EVERY {
             last_sweep = now;
+            let expired: Vec<usize> = conns
+                .iter()
+                .filter(|(_, p)| p.deadline <= now || closing && !p.conn.mid_request())
+                .map(|(key, _)| key)
+                .collect();
+            for key in expired {
+                let parked = conns.remove(key);
+                let _ = registry.deregister(&mut source(&parked.conn));
+            }
         }
     }
 }
 
-fn worker(shared: &Arc<Shared>, work_rx: &Mutex<Receiver<Conn>>) {
+fn source(conn: &Conn) -> SourceFd<'_> {
+    SourceFd(&conn.fd)
+}
+
+/// Registers a connection with this loop (read interest until told otherwise).
+fn admit(registry: &mio::Registry, conns: &mut Slab<Parked>, conn: Conn) -> Option<usize> {
+    let entry = conns.vacant_entry();
+    let key = entry.key();
+    if key == WAKER.0
+        || registry
+            .register(&mut source(&conn), Token(key), Interest::READABLE)
+            .is_err()
+    {
+        return None;
+    }
+    let deadline = conn.first_deadline();
+    entry.insert(Parked {
+        conn,
+        deadline,
+        writing: false,
+    });
+    Some(key)
+}
+
+/// Acts on what a connection of this loop needs next.
+fn apply(
+    shared: &Arc<Shared>,
+    registry: &mio::Registry,
+    conns: &mut Slab<Parked>,
+    key: usize,
+    next: Next,
+) {
+    let (deadline, writing) = match next {
+        Next::Park(deadline) => (deadline, false),
+        Next::ParkWrite(deadline) => (deadline, true),
+        Next::Close | Next::Stream(_) | Next::Offload => {
+            let Parked { conn, .. } = conns.remove(key);
+            let _ = registry.deregister(&mut source(&conn));
+            match next {
+                Next::Stream(events) => stream(shared, conn, events),
+                Next::Offload => {
+                    let to_pool = shared.to_pool.lock().unwrap_or_else(|e| e.into_inner());
+                    // The pool outlives the loops; if it is gone the server is stopping.
+                    let _ = to_pool.send(conn);
+                }
+                _ => drop(conn),
+            }
+            return;
+        }
+    };
+    let parked = &mut conns[key];
+    parked.deadline = deadline;
+    if parked.writing != writing {
+        let interest = if writing {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if registry
+            .reregister(&mut source(&parked.conn), Token(key), interest)
+            .is_err()
+        {
+            let parked = conns.remove(key);
+            let _ = registry.deregister(&mut source(&parked.conn));
+            return;
+        }
+        parked.writing = writing;
+    }
+}
+
+/// Hands a connection to a thread of its own that sends it log events.
+fn stream(shared: &Arc<Shared>, conn: Conn, events: Receiver<Arc<[u8]>>) {
+    let shared = shared.clone();
+    let spawned = thread::Builder::new()
+        .name("kes-log-stream".into())
+        .spawn(move || conn.stream_events(events, &shared.closing));
+    if let Err(e) = spawned {
+        log::warn!("cannot start a log stream: {e}");
+    }
+}
+
+/// A pool worker: runs requests whose handlers may wait, then sends their connections
+/// back to their event loops.
+fn worker(shared: &Arc<Shared>, pool_rx: &Mutex<Receiver<Conn>>) {
     loop {
         let job = {
-            let rx = work_rx.lock().unwrap_or_else(|e| e.into_inner());
+            let rx = pool_rx.lock().unwrap_or_else(|e| e.into_inner());
             rx.recv()
         };
         let Ok(mut conn) = job else { return };
         shared.gauges.busy_workers.fetch_add(1, Ordering::AcqRel);
         let closing = shared.closing.load(Ordering::Acquire);
-        let next = conn.advance(&shared.state, closing);
+        let next = conn.advance(&shared.state, closing, Exec::Pool);
         shared.gauges.busy_workers.fetch_sub(1, Ordering::AcqRel);
         match next {
-            Next::Park(deadline) => shared.park(conn, deadline),
-            Next::Close => shared.close(conn),
-            Next::Stream(events) => {
-                // The stream thread owns the socket from now on: out of the poller.
-                shared.deregister(&mut conn);
-                let shared = shared.clone();
-                let spawned = thread::Builder::new()
-                    .name("kes-log-stream".into())
-                    .spawn(move || conn.stream_events(events, &shared.closing));
-                if let Err(e) = spawned {
-                    log::warn!("cannot start a log stream: {e}");
-                }
-            }
+            Next::Close => drop(conn),
+            Next::Stream(events) => stream(shared, conn, events),
+            next => shared.send_home(conn, next),
         }
     }
 }

@@ -32,7 +32,9 @@ Options:
                          self-signed certificate and admin credential. Nothing to set up.
     --key FILE, --cert FILE
                          TLS private key and certificate; override the config (2023 form).
-    --workers N          Worker threads (default 4 per core, 4 to 64).
+    --loops N            Event-loop threads serving connections (default: one per core).
+    --workers N          Threads for requests that may wait for the keystore (default 4
+                         per core, 4 to 64); cached keys are served without them.
     --max-connections N  Open connections at most (default 4096); more are refused.
     -h, --help           Show this help.
 
@@ -86,6 +88,13 @@ fn parse_flags(args: Vec<OsString>) -> Result<Option<Flags>, String> {
             Long("root") => flags.root = Some(text(&mut parser)?),
             // Memory is always locked where permitted; the old flag is accepted.
             Long("mlock") => {}
+            Long("loops") => {
+                flags.limits.loops = text(&mut parser)?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or("--loops: a number from 1 to 64")?;
+            }
             Long("workers") => {
                 flags.limits.workers = text(&mut parser)?
                     .parse()
