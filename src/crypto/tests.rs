@@ -458,6 +458,15 @@ fn generated_keys_ivs_and_deks_never_repeat() {
 }
 
 #[test]
+fn threads_draw_different_random_bytes() {
+    let draw = || (0..40).map(|_| random_dek().to_vec()).collect::<Vec<_>>();
+    let other = std::thread::spawn(draw).join().unwrap();
+    let mine = draw();
+    let all: HashSet<Vec<u8>> = other.iter().chain(&mine).cloned().collect();
+    assert_eq!(all.len(), 80);
+}
+
+#[test]
 fn generate_and_import_set_metadata_and_round_trip_through_encode() {
     let creator = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";
     let before = SystemTime::now();
