@@ -330,7 +330,7 @@ impl Metrics {
         gauge(
             &mut out,
             "kes_worker_pool_busy",
-            "Worker threads serving a request.",
+            "Pool workers serving a request that may wait for the keystore.",
             gauges.busy_workers as f64,
         );
         gauge(

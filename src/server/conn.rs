@@ -582,10 +582,10 @@ impl Conn {
             .fetch_add(1, Ordering::Relaxed);
         let _active = ActiveRequest;
         let live = state.live();
-        let who = self.who.clone().unwrap_or(PeerIdentity::Missing);
+        let who = self.who.as_ref().unwrap_or(&PeerIdentity::Missing);
         let peer = self.peer.ip();
         catch_unwind(AssertUnwindSafe(|| {
-            api::serve(state, &live, routed, req, peer, &who)
+            api::serve(state, &live, routed, req, peer, who)
         }))
         .unwrap_or_else(|_| {
             log::error!("internal error while serving {} {}", req.method, req.path);

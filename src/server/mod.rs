@@ -301,9 +301,7 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
             let Some(parked) = conns.get_mut(key) else {
                 continue;
             };
-            shared.gauges.busy_workers.fetch_add(1, Ordering::AcqRel);
             let next = parked.conn.advance(&shared.state, closing, Exec::Loop);
-            shared.gauges.busy_workers.fetch_sub(1, Ordering::AcqRel);
             apply(shared, registry, &mut conns, key, next);
         }
         let now = Instant::now();
