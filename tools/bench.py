@@ -2,6 +2,8 @@
 """The server benchmark of docs/BENCHMARKS.md: starts one kes server per binary given
 (fs keystore, throw-away PKI, 127.0.0.1 only) and measures them side by side, each
 measurement interleaved across the binaries and repeated RUNS times; prints medians.
+Besides rates and latencies it prints the CPU time per request of the server
+(/proc/PID/stat) and of the load generator (rusage of finished children).
 
 Usage:
     tools/bench.py [KES_BINARY ...]          (default: target/release/kes)
@@ -11,11 +13,12 @@ Environment:
     BENCH=target/release/kes-bench  OHA=oha (skipped when not installed)
     SKIP="oha handshake ready"  (any of these, to leave them out)
 
-Build first: cargo build --release --bin kes -p kes-bench
+Build first: cargo build --release -p kes --bin kes && cargo build --release -p kes-bench
 """
 
 import json
 import os
+import resource
 import re
 import shutil
 import statistics
@@ -98,6 +101,32 @@ class Server:
         return json.loads(out.stdout)
 
 
+def server_cpu(pid):
+    """CPU seconds (user + system) the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu():
+    """CPU seconds used so far by finished child processes (the load generators)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """Server and client CPU microseconds per request around one run."""
+
+    def __init__(self, server):
+        self.pid = server.proc.pid
+        self.server0, self.client0 = server_cpu(self.pid), client_cpu()
+
+    def per_request(self, requests):
+        n = max(requests, 1)
+        return ((server_cpu(self.pid) - self.server0) / n * 1e6,
+                (client_cpu() - self.client0) / n * 1e6)
+
+
 def median(values):
     return statistics.median(values) if values else float("nan")
 
@@ -130,6 +159,7 @@ def oha_run(server, op, connections):
         "--cert", f"{server.pki}/client.cert", "--key", f"{server.pki}/client.key",
         f"{server.url}/v1/key/{op}/{key}",
     ]
+    meter = CpuMeter(server)
     res = subprocess.run(cmd, capture_output=True, text=True)
     try:
         data = json.loads(res.stdout)
@@ -137,7 +167,10 @@ def oha_run(server, op, connections):
         print(f"oha failed: {res.stderr.strip()[:300]}", file=sys.stderr)
         return None
     ok = data.get("statusCodeDistribution", {})
+    server_us, client_us = meter.per_request(sum(ok.values()))
     return {
+        "server_us": server_us,
+        "client_us": client_us,
         "throughput_rps": data["summary"]["requestsPerSec"],
         "p50": data["latencyPercentiles"]["p50"] * 1e3,
         "p99": data["latencyPercentiles"]["p99"] * 1e3,
@@ -181,7 +214,9 @@ def main():
 
                         t = threading.Thread(target=sample)
                         t.start()
+                        meter = CpuMeter(s)
                         r = s.bench("--op", op, "--connections", str(c), "--duration", DURATION)
+                        r["server_us"], r["client_us"] = meter.per_request(r["requests"])
                         stop.set()
                         t.join()
                         results[s.binary].append(r)
@@ -193,7 +228,9 @@ def main():
                     errors = sum(r["errors"] for r in rs)
                     print(f"kes-bench {op:8} c={c:<3} {s.binary}: {median(rps):>9,.0f} req/s "
                           f"[{fmt_runs(rps)}]  p50 {median(p50):.3f} ms  p99 {median(p99):.3f} ms "
-                          f"[{fmt_runs(p99, 3)}]  errors {errors}  peak RSS {peak[s.binary] / 1024:.1f} MiB")
+                          f"[{fmt_runs(p99, 3)}]  errors {errors}  peak RSS {peak[s.binary] / 1024:.1f} MiB  "
+                          f"CPU/req server {median([r['server_us'] for r in rs]):.1f} us "
+                          f"client {median([r['client_us'] for r in rs]):.1f} us")
 
         if "handshake" not in SKIP:
             print()
@@ -230,6 +267,9 @@ def main():
                         p99 = [r["p99"] for r in rs]
                         print(f"oha {op:8} c=8 {s.binary}: {median(rps):>9,.0f} req/s [{fmt_runs(rps)}]  "
                               f"p50 {median([r['p50'] for r in rs]):.3f} ms  p99 {median(p99):.3f} ms  "
+                              f"[{fmt_runs(p99, 3)}]  "
+                              f"CPU/req server {median([r['server_us'] for r in rs]):.1f} us "
+                              f"client {median([r['client_us'] for r in rs]):.1f} us  "
                               f"status {[r['status'] for r in rs]}")
 
         for s in servers:
