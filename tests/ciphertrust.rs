@@ -8,6 +8,7 @@ mod common;
 #[path = "common/ctm_sim.rs"]
 mod ctm_sim;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -106,6 +107,15 @@ impl Setup {
 
     fn start(&self, config: &Path) -> Kes {
         self.try_start(config)
+            .unwrap_or_else(|e| panic!("kes did not start: {e}"))
+    }
+
+    /// Starts kes with extra flags (`--loops`, `--workers`).
+    fn start_with(&self, config: &Path, args: &[&str]) -> Kes {
+        let addr = free_addr();
+        let mut cmd = self.command(config, addr);
+        cmd.args(args);
+        Kes::spawn(cmd, addr, self.pki.ca_path.clone())
             .unwrap_or_else(|e| panic!("kes did not start: {e}"))
     }
 }
@@ -593,6 +603,167 @@ fn silent_ciphertrust_never_hangs_a_request_past_the_route_timeout() {
         started.elapsed()
     );
     s.sim.set_hang(false);
+    assert_token_not_leaked(&kes);
+}
+
+/// One event loop, two pool workers, and a CipherTrust that stops answering while six
+/// creates wait for it (two on the workers, four queued behind them): a key in the cache
+/// still serves generate → decrypt round trips at once, on a new connection of the same
+/// loop. Once CipherTrust answers again, every create ends (created, or a gateway error)
+/// well before the route timeout, and kes serves as before.
+#[test]
+fn a_hanging_ciphertrust_does_not_hold_up_cached_keys() {
+    const STUCK: usize = 6;
+    let s = Setup::new();
+    let config = s.config("config.yml", "gemalto.keysecure", &[], "");
+    let kes = s.start_with(&config, &["--loops", "1", "--workers", "2"]);
+    let mut c = kes.client(&s.app);
+    assert_eq!(create(&mut c, "my-app-cached").status, 200);
+    round_trip(&mut c, "my-app-cached");
+
+    s.sim.set_hang(true);
+    let hung = Instant::now();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let stuck: Vec<_> = (0..STUCK)
+        .map(|i| {
+            let (mut c, finished) = (kes.client(&s.app), Arc::clone(&finished));
+            thread::spawn(move || {
+                let started = Instant::now();
+                let r = c.try_request("POST", &format!("/v1/key/create/my-app-stuck-{i}"), b"");
+                finished.fetch_add(1, Ordering::SeqCst);
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    // Both workers wait for CipherTrust; the other creates queue for them.
+    assert!(
+        eventually(Duration::from_secs(5), || s.sim.held(Route::Create) >= 2),
+        "the creates never reached CipherTrust (held: {})",
+        s.sim.held(Route::Create)
+    );
+
+    // Round trips on a new connection, for two seconds of the hang.
+    let mut cached = kes.client(&s.app);
+    let mut rounds = 0;
+    while rounds < 10 || hung.elapsed() < Duration::from_secs(2) {
+        rounds += 1;
+        let started = Instant::now();
+        round_trip(&mut cached, "my-app-cached");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "a cached round trip took {took:?} while CipherTrust hangs"
+        );
+    }
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        0,
+        "a create ended although CipherTrust never answered"
+    );
+    assert_eq!(
+        s.sim.held(Route::Create),
+        2,
+        "two workers, two creates at CipherTrust: the others wait in the queue"
+    );
+    eprintln!(
+        "{rounds} cached round trips in {:?} of hang",
+        hung.elapsed()
+    );
+
+    s.sim.set_hang(false);
+    let mut created = 0;
+    for (i, t) in stuck.into_iter().enumerate() {
+        let (r, took) = t.join().unwrap();
+        let r = r.unwrap_or_else(|e| panic!("create {i}: no response: {e}"));
+        if r.status == 200 {
+            created += 1;
+            assert!(s.sim.secret(&format!("my-app-stuck-{i}")).is_some());
+        } else {
+            assert_gateway_error(&r, &format!("create {i} after the hang"));
+        }
+        assert!(took < Duration::from_secs(15), "create {i} took {took:?}");
+    }
+    eprintln!("{created} of {STUCK} stuck creates succeeded");
+    // Still serving: the pool is free again and CipherTrust answers.
+    assert_eq!(create(&mut c, "my-app-after").status, 200);
+    round_trip(&mut c, "my-app-after");
+    round_trip(&mut cached, "my-app-cached");
+    assert_token_not_leaked(&kes);
+}
+
+/// A request of about 200 KB arrives while the connection's previous request waits for
+/// CipherTrust, and its last bytes come a moment later (as over a real network, where
+/// the end of a TLS record can trail its start): kes answers both. The hang only keeps
+/// the connection away from its socket while the first 98 KB arrive, so that kes reads
+/// them at once, as it would after any busy moment.
+#[test]
+fn a_large_request_whose_end_trails_is_answered_after_a_keystore_wait() {
+    let s = Setup::new();
+    let config = s.config("config.yml", "gemalto.keysecure", &[], "");
+    let kes = s.start(&config);
+    let mut c = kes.client(&s.app);
+    assert_eq!(create(&mut c, "my-app-key").status, 200);
+    round_trip(&mut c, "my-app-key");
+
+    s.sim.set_hang(true);
+    c.write(
+        b"POST /v1/key/create/my-app-new HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || s.sim.held(Route::Create) == 1),
+        "the create never reached CipherTrust"
+    );
+
+    // A generate with a large context, as TLS records of 16 KiB each.
+    let body = json!({ "context": B64.encode(vec![7u8; 150_000]) }).to_string();
+    let request = format!(
+        "POST /v1/key/generate/my-app-key HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let stream = c.stream();
+    let mut records = Vec::new();
+    for chunk in request.as_bytes().chunks(16 * 1024) {
+        stream.conn.writer().write_all(chunk).unwrap();
+        while stream.conn.wants_write() {
+            stream.conn.write_tls(&mut records).unwrap();
+        }
+    }
+    // Record boundaries: a 5-byte header whose last two bytes are the length.
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while at < records.len() {
+        at += 5 + usize::from(u16::from_be_bytes([records[at + 3], records[at + 4]]));
+        ends.push(at);
+    }
+    assert!(ends.len() > 6, "{} records", ends.len());
+    // Five whole records (80 KiB of request) and the sixth but for its last 100 bytes.
+    let split = ends[5] - 100;
+    stream.sock.write_all(&records[..split]).unwrap();
+    s.sim.set_hang(false);
+
+    let r = c.read_response().expect("the create is answered");
+    assert_eq!(r.status, 200, "{}", r.text());
+    thread::sleep(200 * MS);
+    let rest = c.stream().sock.write_all(&records[split..]);
+    let r = c.read_response().unwrap_or_else(|e| {
+        panic!(
+            "kes closed the connection instead of waiting for the rest of the request \
+             (writing the rest: {rest:?}): {e}"
+        )
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cipher = r.json()["ciphertext"].as_str().unwrap().to_string();
+    assert_eq!(
+        c.post(
+            "/v1/key/decrypt/my-app-key",
+            json!({ "ciphertext": cipher, "context": B64.encode(vec![7u8; 150_000]) })
+                .to_string()
+                .as_bytes()
+        )
+        .json()["plaintext"],
+        r.json()["plaintext"]
+    );
     assert_token_not_leaked(&kes);
 }
 

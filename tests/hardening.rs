@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Credential, Kes, Pki};
+use common::{Credential, Kes, Pki, metric};
 
 fn raise_fd_limit() {
     let mut limit = libc::rlimit {
@@ -23,10 +23,21 @@ fn raise_fd_limit() {
 }
 
 fn config(pki: &Pki, admin: &Credential, app: &Credential, allow: &str) -> std::path::PathBuf {
+    config_with(pki, admin, app, allow, "")
+}
+
+/// [`config`] with `extra` sections (e.g. `api:`).
+fn config_with(
+    pki: &Pki,
+    admin: &Credential,
+    app: &Credential,
+    allow: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     pki.config(
         "config.yml",
         &format!(
-            "admin:\n  identity: {}\npolicy:\n  app:\n    allow: [{allow}]\n    identities: [{}]\nkeystore:\n  fs:\n    path: {}\n",
+            "admin:\n  identity: {}\npolicy:\n  app:\n    allow: [{allow}]\n    identities: [{}]\n{extra}keystore:\n  fs:\n    path: {}\n",
             admin.identity,
             app.identity,
             pki.path("keys").display()
@@ -93,6 +104,227 @@ fn floods_of_silent_and_slow_clients_do_not_starve_a_good_one() {
     }
 }
 
+/// A client pipelines key listings on one connection and never reads a response. With one
+/// event loop and one pool worker, a good client (generate: on the loop, list: on the
+/// pool) is served normally meanwhile; the server stops reading from the non-reader once
+/// its responses back up, holds no thread and little memory for it, and closes it when
+/// the route deadline passes (6 s here, set in `api:`).
+#[test]
+fn a_client_that_never_reads_holds_no_thread_and_is_cut_at_the_deadline() {
+    const DEADLINE: Duration = Duration::from_secs(6);
+    const ANSWERED: &str = "kes_http_request_success{code=\"200\"}";
+    let pki = Pki::new();
+    let (admin, app) = (pki.client("admin"), pki.client("app"));
+    let config = config_with(
+        &pki,
+        &admin,
+        &app,
+        "/v1/key/generate/*, /v1/key/list/*",
+        "api:\n  /v1/key/generate/:\n    timeout: 6s\n  /v1/key/list/:\n    timeout: 6s\n",
+    );
+    let kes = Kes::start(&pki, &config, &["--loops", "1", "--workers", "1"]);
+    let mut scraper = kes.client(&admin);
+    assert_eq!(scraper.post("/v1/key/create/k", b"").status, 200);
+    // 200 more keys, so that a listing costs the server some work and answers 5 KB.
+    let keys = pki.path("keys");
+    for i in 0..200 {
+        std::fs::copy(keys.join("k"), keys.join(format!("filler-{i:03}"))).unwrap();
+    }
+    let mut good = kes.client(&app);
+    assert_eq!(good.post("/v1/key/generate/k", b"{}").status, 200);
+    let scrape = |c: &mut common::Client| {
+        let r = c.get("/v1/metrics");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text()
+    };
+    let open = |c: &mut common::Client| metric(&scrape(c), "kes_http_connections_open");
+    // The scraper and the good client (once the start-up probe is gone).
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while open(&mut scraper) != 2.0 {
+        assert!(Instant::now() < deadline, "{} open", open(&mut scraper));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let memory_before = metric(&scrape(&mut scraper), "kes_system_mem_heap_used");
+
+    // Requests are written as TLS records straight to the socket: a TLS stream reads
+    // while it cannot write, and this client reads nothing.
+    let mut flood = kes.client(&app);
+    flood.connect().unwrap();
+    flood.shrink_send_buffer();
+    let mut flood = flood.into_stream();
+    flood
+        .sock
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let list = b"GET /v1/key/list/* HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+            let batch = list.repeat(50);
+            let started = Instant::now();
+            let mut sent = 0usize;
+            // Until told to stop or cut off; a write may wait (once the server has stopped
+            // reading), and is retried until then.
+            let outcome = 'write: loop {
+                flood.conn.writer().write_all(&batch).unwrap();
+                while flood.conn.wants_write() {
+                    match flood.conn.write_tls(&mut flood.sock) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if stop.load(Ordering::Relaxed) {
+                                break 'write Ok(());
+                            }
+                        }
+                        Err(e) => break 'write Err(e),
+                    }
+                }
+                sent += batch.len();
+                if stop.load(Ordering::Relaxed) {
+                    break Ok(());
+                }
+            };
+            (flood, sent, outcome, started.elapsed())
+        }
+    });
+
+    // Meanwhile, on the same loop and the same worker, a good client: 200 requests over
+    // two seconds or more. (Should one of them wait for a thread that the non-reader
+    // holds, the flood stops after 5 s so that the request, and the test, can end.)
+    let good_done = Arc::new(AtomicBool::new(false));
+    let good_client = std::thread::spawn({
+        let good_done = good_done.clone();
+        move || {
+            let mut latencies = Vec::with_capacity(200);
+            for i in 0..200 {
+                let list = i % 4 == 3;
+                let at = Instant::now();
+                let r = if list {
+                    good.get("/v1/key/list/*")
+                } else {
+                    good.post("/v1/key/generate/k", b"{}")
+                };
+                latencies.push((at.elapsed(), list));
+                assert_eq!(r.status, 200, "request {i}: {}", r.text());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            good_done.store(true, Ordering::Relaxed);
+            (good, latencies)
+        }
+    });
+    let good_started = Instant::now();
+    while !good_done.load(Ordering::Relaxed) && good_started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !good_done.load(Ordering::Relaxed) {
+        stop.store(true, Ordering::Relaxed);
+    }
+    let (mut good, mut latencies) = good_client.join().unwrap();
+    latencies.sort();
+    let p50 = percentile(&latencies.iter().map(|l| l.0).collect::<Vec<_>>(), 0.5);
+    let (slowest, slowest_is_list) = latencies[latencies.len() - 1];
+    println!(
+        "good client beside the non-reading one: p50 {p50:?}, slowest {slowest:?} ({})",
+        if slowest_is_list {
+            "list, on the pool"
+        } else {
+            "generate, on the loop"
+        }
+    );
+    assert!(p50 < Duration::from_millis(100), "p50 {p50:?}");
+
+    // The server stops answering the client that reads nothing, though it keeps sending:
+    // between two scrapes, only the first scrape is answered.
+    let since = Instant::now();
+    let stalled_at = loop {
+        let before = metric(&scrape(&mut scraper), ANSWERED);
+        std::thread::sleep(Duration::from_millis(300));
+        if metric(&scrape(&mut scraper), ANSWERED) == before + 1.0 {
+            break Instant::now();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the server keeps answering a client that reads nothing"
+        );
+    };
+    stop.store(true, Ordering::Relaxed);
+    let (mut flood, sent, outcome, took) = writer.join().unwrap();
+    if let Err(e) = outcome {
+        panic!(
+            "the server cut the non-reading connection within {took:?} of its first request \
+             ({sent} bytes of requests written), before any deadline could pass: {e}"
+        );
+    }
+    println!("the non-reading client wrote {sent} bytes of requests in {took:?}");
+    let after = scrape(&mut scraper);
+    assert_eq!(
+        metric(&after, "kes_http_connections_open"),
+        3.0,
+        "the non-reading connection is parked, not closed yet"
+    );
+    let grown = metric(&after, "kes_system_mem_heap_used") - memory_before;
+    println!("resident memory grew by {:.1} MB", grown / 1e6);
+
+    // Closed once the deadline of its last request has passed.
+    while open(&mut scraper) != 2.0 {
+        assert!(
+            stalled_at.elapsed() < DEADLINE + Duration::from_secs(5),
+            "the non-reading connection is still open {:?} after it stalled",
+            stalled_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("closed {:?} after it stalled", stalled_at.elapsed());
+    // What reached the client's buffer (and what the kernel still had to send) can be
+    // read; then the connection ends.
+    flood
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut sink = vec![0u8; 64 * 1024];
+    let reading = Instant::now();
+    let ended = loop {
+        assert!(
+            reading.elapsed() < Duration::from_secs(10),
+            "the closed connection still delivers data after 10 s"
+        );
+        match std::io::Read::read(&mut flood.sock, &mut sink) {
+            Ok(0) => break "EOF".to_string(),
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                panic!("the connection is still open")
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    println!("the non-reading client then read until: {ended}");
+    assert_eq!(good.post("/v1/key/generate/k", b"{}").status, 200);
+    assert_eq!(good.get("/v1/key/list/*").status, 200);
+    // Checked last, so that the checks above run whatever the outcome.
+    let mut problems = Vec::new();
+    if slowest >= Duration::from_secs(2) {
+        problems.push(format!(
+            "a good {} waited {slowest:?}: the connection that reads nothing holds the {}",
+            if slowest_is_list { "list" } else { "generate" },
+            if slowest_is_list {
+                "only pool worker"
+            } else {
+                "event loop"
+            }
+        ));
+    }
+    if grown >= 64e6 {
+        problems.push(format!(
+            "resident memory grew by {:.1} MB for one connection",
+            grown / 1e6
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("; "));
+}
+
 /// A connection limit refuses excess connections quickly and keeps serving.
 #[test]
 fn connections_over_the_limit_are_refused_and_counted() {
@@ -114,13 +346,10 @@ fn connections_over_the_limit_are_refused_and_counted() {
         200,
         "an established client keeps working"
     );
-    let metrics = good.get("/v1/metrics").text();
-    let refused: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("kes_http_connections_refused "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let refused = metric(
+        &good.get("/v1/metrics").text(),
+        "kes_http_connections_refused",
+    );
     assert!(refused >= 19.0, "refused {refused}");
     drop(held);
 }

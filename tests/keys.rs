@@ -376,6 +376,73 @@ fn listing_3000_keys_returns_all_and_keys_survive_a_restart() {
     assert_eq!(r.json()["plaintext"], dek["plaintext"]);
 }
 
+/// 50 keys on disk, none cached (the server has just started): 50 first-time generates,
+/// all at once, go to the two pool workers and all succeed, each loading its key once;
+/// decrypting with them afterwards is answered from the cache.
+#[test]
+fn fifty_concurrent_first_uses_of_uncached_keys_all_succeed() {
+    let s = setup("");
+    std::fs::create_dir_all(&s.keys_dir).unwrap();
+    let stored: Value = serde_json::from_str(include_str!("vectors/stored-keys.json")).unwrap();
+    for i in 0..50 {
+        std::fs::write(
+            s.keys_dir.join(format!("cold-{i:02}")),
+            stored["cases"][0]["stored_value"].as_str().unwrap(),
+        )
+        .unwrap();
+    }
+    let kes = Kes::start(&s.pki, &s.config, &["--loops", "1", "--workers", "2"]);
+    let mut admin = kes.client(&s.admin);
+    let misses = |c: &mut Client| common::metric(&c.get("/v1/metrics").text(), "kes_cache_misses");
+    let hits = |c: &mut Client| common::metric(&c.get("/v1/metrics").text(), "kes_cache_hits");
+    let misses_before = misses(&mut admin);
+
+    let start = std::sync::Barrier::new(50);
+    let deks: Vec<(String, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let (mut c, start) = (kes.client(&s.admin), &start);
+                scope.spawn(move || {
+                    c.connect().unwrap();
+                    start.wait();
+                    let name = format!("cold-{i:02}");
+                    let r = post_json(&mut c, &format!("/v1/key/generate/{name}"), &json!({}));
+                    assert_eq!(r.status, 200, "first generate with {name}: {}", r.text());
+                    (name, r.json())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        misses(&mut admin) - misses_before,
+        50.0,
+        "each key is loaded from the keystore once"
+    );
+
+    let hits_before = hits(&mut admin);
+    for (name, dek) in &deks {
+        let r = post_json(
+            &mut admin,
+            &format!("/v1/key/decrypt/{name}"),
+            &json!({ "ciphertext": dek["ciphertext"] }),
+        );
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert_eq!(r.json()["plaintext"], dek["plaintext"], "{name}");
+    }
+    assert_eq!(
+        misses(&mut admin) - misses_before,
+        50.0,
+        "no key loaded again"
+    );
+    assert!(hits(&mut admin) - hits_before >= 50.0);
+    let distinct: HashSet<&str> = deks
+        .iter()
+        .map(|(_, dek)| dek["plaintext"].as_str().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 50, "every data key is new");
+}
+
 #[test]
 fn sixteen_concurrent_creates_of_one_name_make_exactly_one_key() {
     let s = setup("");

@@ -93,6 +93,8 @@ struct Inner {
     route_failures: Mutex<HashMap<Route, u16>>,
     /// Read requests but answer none (as a CM behind a dead link would).
     hang: AtomicBool,
+    /// Requests read and held by `hang` right now, per route.
+    held: Mutex<HashMap<Route, u64>>,
     up: AtomicBool,
     counts: Mutex<HashMap<Route, u64>>,
     connections: Mutex<HashMap<u64, TcpStream>>,
@@ -188,6 +190,7 @@ impl CtmSim {
             fail_next: AtomicU32::new(0),
             route_failures: Mutex::new(HashMap::new()),
             hang: AtomicBool::new(false),
+            held: Mutex::new(HashMap::new()),
             up: AtomicBool::new(false),
             counts: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
@@ -276,6 +279,11 @@ impl CtmSim {
     /// answer again.
     pub fn set_hang(&self, hang: bool) {
         self.inner.hang.store(hang, Ordering::SeqCst);
+    }
+
+    /// Requests on `route` that arrived while hanging and still wait for an answer.
+    pub fn held(&self, route: Route) -> u64 {
+        lock(&self.inner.held).get(&route).copied().unwrap_or(0)
     }
 
     pub fn set_list_quirk(&self, quirk: ListQuirk) {
@@ -460,8 +468,13 @@ fn serve_connection(inner: &Inner, tcp: TcpStream) {
         let body: Vec<u8> = buffer[head_len..head_len + content_length].to_vec();
         buffer.drain(..head_len + content_length);
 
-        while inner.hang.load(Ordering::SeqCst) && inner.up.load(Ordering::SeqCst) {
-            thread::sleep(Duration::from_millis(20));
+        if inner.hang.load(Ordering::SeqCst) {
+            let route = route_of(&method, target.split('?').next().unwrap_or_default());
+            *lock(&inner.held).entry(route).or_insert(0) += 1;
+            while inner.hang.load(Ordering::SeqCst) && inner.up.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            *lock(&inner.held).entry(route).or_insert(1) -= 1;
         }
         if !inner.up.load(Ordering::SeqCst) {
             return;

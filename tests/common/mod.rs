@@ -274,6 +274,17 @@ pub fn run_kes(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The value of the sample `name` (labels included, as written) in a Prometheus text
+/// scrape such as `GET /v1/metrics` answers.
+pub fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{scrape}"))
+}
+
 /// A response as the client saw it.
 #[derive(Debug, Clone)]
 pub struct Resp {
@@ -419,19 +430,33 @@ impl Client {
 
     /// Makes the open connection's receive buffer tiny (a client that reads slowly).
     pub fn shrink_receive_buffer(&mut self) {
+        self.set_buffer(libc::SO_RCVBUF, 2048);
+    }
+
+    /// Makes the open connection's send buffer small (so that a client's writes block
+    /// soon after the server stops reading).
+    pub fn shrink_send_buffer(&mut self) {
+        self.set_buffer(libc::SO_SNDBUF, 16 * 1024);
+    }
+
+    fn set_buffer(&mut self, option: libc::c_int, size: libc::c_int) {
         use std::os::fd::AsRawFd;
         let fd = self.stream.as_ref().expect("connected").sock.as_raw_fd();
-        let size: libc::c_int = 2048;
         // SAFETY: valid socket and option value for the duration of the call.
         unsafe {
             libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
+                option,
                 (&size as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
+    }
+
+    /// The open TLS stream, to write TLS records by hand; the client stays usable.
+    pub fn stream(&mut self) -> &mut Stream {
+        self.stream.as_mut().expect("connected")
     }
 
     /// The open TLS stream, for reading a streamed response by hand.
