@@ -111,6 +111,20 @@ fn floods_of_silent_and_slow_clients_do_not_starve_a_good_one() {
 /// the route deadline passes (6 s here, set in `api:`).
 #[test]
 fn a_client_that_never_reads_holds_no_thread_and_is_cut_at_the_deadline() {
+    // Listings run on the pool: the non-reader must not keep the only worker.
+    non_reading_client(b"GET /v1/key/list/* HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+}
+
+/// The same with requests served on the event loop (generate with a cached key): the
+/// non-reader gets its turn among the loop's connections and then waits, parked.
+#[test]
+fn a_client_pipelining_cached_key_requests_without_reading_does_not_hold_the_loop() {
+    non_reading_client(
+        b"POST /v1/key/generate/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}",
+    );
+}
+
+fn non_reading_client(flood_request: &'static [u8]) {
     const DEADLINE: Duration = Duration::from_secs(6);
     const ANSWERED: &str = "kes_http_request_success{code=\"200\"}";
     let pki = Pki::new();
@@ -160,8 +174,7 @@ fn a_client_that_never_reads_holds_no_thread_and_is_cut_at_the_deadline() {
     let writer = std::thread::spawn({
         let stop = stop.clone();
         move || {
-            let list = b"GET /v1/key/list/* HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-            let batch = list.repeat(50);
+            let batch = flood_request.repeat(50);
             let started = Instant::now();
             let mut sent = 0usize;
             // Until told to stop or cut off; a write may wait (once the server has stopped

@@ -31,6 +31,13 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Plaintext buffered per connection beyond the largest body: bounds memory per client.
 const READ_SLACK: usize = 64 * 1024;
+/// Output queued for a connection beyond which it is sent before more requests are
+/// served: a client that sends requests but does not read the answers stops being served
+/// (and read from) instead of making the server queue answers without bound.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+/// Requests served per connection per turn: a client that pipelines without pause gets
+/// its turn again after the other connections of its thread, not the thread to itself.
+const ANSWERS_PER_TURN: u64 = 32;
 
 /// Where [`Conn::advance`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +60,9 @@ pub enum Next {
     Stream(Receiver<Arc<[u8]>>),
     /// A complete request needs a handler that may wait: run it on the pool.
     Offload,
+    /// More may be ready to serve without new bytes arriving: advance it again soon,
+    /// after the other connections of this loop have had their turn.
+    Yield,
 }
 
 /// What a turn ended with, before the queued output is sent.
@@ -62,6 +72,7 @@ enum Turn {
     Close,
     Stream(Receiver<Arc<[u8]>>),
     Offload,
+    Yield,
     /// A refusal was queued for a request that will not be read: once it is out, stop
     /// sending and discard what the client still sends.
     Drain,
@@ -104,6 +115,8 @@ pub struct Conn {
     then: Option<Turn>,
     /// Until when the client must have taken the queued output.
     write_deadline: Instant,
+    /// Bytes queued since the output was last sent completely.
+    queued: usize,
     who: Option<PeerIdentity>,
     served: u64,
     eof: bool,
@@ -149,6 +162,7 @@ impl Conn {
             ready: None,
             then: None,
             write_deadline: accepted + HEADER_TIMEOUT,
+            queued: 0,
             who: None,
             served: 0,
             eof: false,
@@ -210,6 +224,7 @@ impl Conn {
                 Turn::Close => Next::Close,
                 Turn::Stream(events) => Next::Stream(events),
                 Turn::Offload => Next::Offload,
+                Turn::Yield => Next::Yield,
                 Turn::Drain => {
                     let _ = self.sock.shutdown(std::net::Shutdown::Write);
                     let until = Instant::now() + Duration::from_secs(2);
@@ -237,8 +252,16 @@ impl Conn {
         if self.who.is_none() {
             self.who = Some(crate::tls::peer_identity(self.tls.peer_certificates()));
         }
+        let served_before = self.served;
         loop {
             match self.step(state, closing, exec)? {
+                Step::Again if self.queued >= OUTPUT_HIGH_WATER && !self.flush_tls()? => {
+                    // The client is not taking its answers: wait until it does.
+                    return Ok(Turn::Yield);
+                }
+                Step::Again if self.served - served_before >= ANSWERS_PER_TURN => {
+                    return Ok(Turn::Yield);
+                }
                 Step::Again => continue,
                 Step::Close => return Ok(Turn::Close),
                 Step::Stream(events) => return Ok(Turn::Stream(events)),
@@ -247,7 +270,7 @@ impl Conn {
                 Step::Wait(_) if !drained => {
                     let before = self.inbuf.len();
                     drained = self.read_socket()?;
-                    if self.inbuf.len() == before && !self.eof {
+                    if self.inbuf.len() == before && !drained && !self.eof {
                         // The buffer is full and still holds no complete request.
                         return Ok(Turn::Close);
                     }
@@ -607,6 +630,7 @@ impl Conn {
     fn queue(&mut self, bytes: &[u8], deadline: Instant) -> io::Result<()> {
         self.tls.writer().write_all(bytes)?;
         self.write_deadline = deadline;
+        self.queued += bytes.len();
         Ok(())
     }
 
@@ -620,6 +644,7 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+        self.queued = 0;
         Ok(true)
     }
 

@@ -271,9 +271,17 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
     let mut conns: Slab<Parked> = Slab::new();
     let mut events = Events::with_capacity(256);
     let mut arrivals = Vec::new();
+    // Connections that yielded their turn with more to do; no event will announce them.
+    let mut runnable = Vec::new();
+    let mut running = Vec::new();
     let mut last_sweep = Instant::now();
     loop {
-        if let Err(e) = poll.poll(&mut events, Some(SWEEP_EVERY)) {
+        let timeout = if runnable.is_empty() {
+            SWEEP_EVERY
+        } else {
+            Duration::ZERO
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 log::error!("event loop {me}: {e}");
                 thread::sleep(Duration::from_millis(10));
@@ -293,16 +301,17 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
         );
         for (conn, next) in arrivals.drain(..) {
             if let Some(key) = admit(registry, &mut conns, conn) {
-                apply(shared, registry, &mut conns, key, next);
+                apply(shared, registry, &mut conns, &mut runnable, key, next);
             }
         }
-        for event in events.iter() {
-            let key = event.token().0;
+        std::mem::swap(&mut running, &mut runnable);
+        let ready = events.iter().map(|e| e.token().0).filter(|k| *k != WAKER.0);
+        for key in running.drain(..).chain(ready) {
             let Some(parked) = conns.get_mut(key) else {
                 continue;
             };
             let next = parked.conn.advance(&shared.state, closing, Exec::Loop);
-            apply(shared, registry, &mut conns, key, next);
+            apply(shared, registry, &mut conns, &mut runnable, key, next);
         }
         let now = Instant::now();
         if closing || now.duration_since(last_sweep) >= SWEEP_EVERY {
@@ -349,12 +358,20 @@ fn apply(
     shared: &Arc<Shared>,
     registry: &mio::Registry,
     conns: &mut Slab<Parked>,
+    runnable: &mut Vec<usize>,
     key: usize,
     next: Next,
 ) {
     let (deadline, writing) = match next {
         Next::Park(deadline) => (deadline, false),
         Next::ParkWrite(deadline) => (deadline, true),
+        Next::Yield => {
+            if !runnable.contains(&key) {
+                runnable.push(key);
+            }
+            // Its next turn, within this loop's next round, sets the real deadline.
+            (Instant::now() + HEADER_TIMEOUT, false)
+        }
         Next::Close | Next::Stream(_) | Next::Offload => {
             let Parked { conn, .. } = conns.remove(key);
             let _ = registry.deregister(&mut source(&conn));
