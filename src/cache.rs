@@ -235,11 +235,19 @@ impl<V: Clone + Send + Sync + 'static> KeyCache<V> {
         load()
     }
 
-    /// Whether `name` is cached and fresh, so that [`KeyCache::get_or_load`] would answer
-    /// without calling its loader. Counts neither a hit nor a miss.
-    pub fn contains_fresh(&self, name: &str) -> bool {
-        let map = lock(self.inner.shard(name));
-        matches!(map.get(name), Some(Slot::Ready(entry)) if self.inner.is_fresh(entry, Instant::now()))
+    /// The cached value of `name` if it is fresh, without ever loading or waiting for a
+    /// load: for callers that must not wait. A value returned counts as a hit.
+    pub fn get_fresh(&self, name: &str) -> Option<V> {
+        let mut map = lock(self.inner.shard(name));
+        let now = Instant::now();
+        match map.get_mut(name) {
+            Some(Slot::Ready(entry)) if self.inner.is_fresh(entry, now) => {
+                entry.last_used = now;
+                self.inner.hits.fetch_add(1, Ordering::Relaxed);
+                Some(entry.value.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Runs `load` as the registered loader of `name`, stores a successful value and hands

@@ -163,11 +163,27 @@ fn percent_decode(s: &str) -> Option<String> {
 /// longer than `limit` are an error, checked before they are buffered.
 pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
     let mut body = Vec::new();
+    match decode_chunks(buf, &mut body, limit)? {
+        (used, true) => Ok(Some((body, used))),
+        (_, false) => Ok(None),
+    }
+}
+
+/// Decodes the complete chunks at the start of `buf` onto `body` (which holds what
+/// earlier calls decoded), so that a body arriving in many reads is parsed once, not
+/// again from its start after every read. Returns how many bytes of `buf` were used
+/// (only whole chunks, and the last chunk with its trailers once it is complete) and
+/// whether the body is complete.
+pub fn decode_chunks(
+    buf: &[u8],
+    body: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(usize, bool), ChunkError> {
     let mut pos = 0;
     loop {
         let (data_start, size) = match httparse::parse_chunk_size(&buf[pos..]) {
             Ok(httparse::Status::Complete((n, size))) => (pos + n, size),
-            Ok(httparse::Status::Partial) => return Ok(None),
+            Ok(httparse::Status::Partial) => return Ok((pos, false)),
             Err(_) => return Err(ChunkError::Malformed),
         };
         let size = usize::try_from(size).map_err(|_| ChunkError::TooLarge)?;
@@ -183,18 +199,18 @@ pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize
                     return if rest.len() > MAX_HEAD {
                         Err(ChunkError::Malformed)
                     } else {
-                        Ok(None)
+                        Ok((pos, false))
                     };
                 };
                 at += eol + 2;
                 if eol == 0 {
-                    return Ok(Some((body, at)));
+                    return Ok((at, true));
                 }
             }
         }
         let data_end = data_start + size;
         if buf.len() < data_end + 2 {
-            return Ok(None);
+            return Ok((pos, false));
         }
         if &buf[data_end..data_end + 2] != b"\r\n" {
             return Err(ChunkError::Malformed);
@@ -370,6 +386,26 @@ mod tests {
         assert_eq!(body, b"abcde");
         assert_eq!(&raw[used..], b"NEXT");
         assert!(decode_chunked(b"3\r\nab", 100).unwrap().is_none());
+        // Piece by piece: whole chunks are used as they arrive, the rest waits.
+        let mut body = Vec::new();
+        assert_eq!(
+            decode_chunks(b"3\r\nabc\r\n4\r\nde", &mut body, 100),
+            Ok((8, false))
+        );
+        assert_eq!(body, b"abc");
+        assert_eq!(
+            decode_chunks(b"4\r\ndefg\r\n0\r\n", &mut body, 100),
+            Ok((9, false))
+        );
+        assert_eq!(
+            decode_chunks(b"0\r\nX-T: 1\r\n\r\n", &mut body, 100),
+            Ok((13, true))
+        );
+        assert_eq!(body, b"abcdefg");
+        assert_eq!(
+            decode_chunks(b"5\r\nhijkl\r\n", &mut body, 10),
+            Err(ChunkError::TooLarge)
+        );
         assert_eq!(decode_chunked(raw, 4).unwrap_err(), ChunkError::TooLarge);
         assert_eq!(
             decode_chunked(b"zz\r\n", 100).unwrap_err(),

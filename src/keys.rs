@@ -75,10 +75,10 @@ impl Keys {
         })
     }
 
-    /// Whether [`Keys::get`] of `name` would be answered from memory, without waiting
-    /// for the keystore.
-    pub fn is_cached(&self, name: &str) -> bool {
-        self.cache.contains_fresh(name)
+    /// The parsed key `name` if the cache holds it, never waiting for the keystore: what
+    /// an event loop may ask (it must not wait for CipherTrust).
+    pub fn get_cached(&self, name: &str) -> Option<Arc<KeyVersion>> {
+        self.cache.get_fresh(name)
     }
 
     /// Deletes `name` from the keystore, then from the cache.

@@ -46,6 +46,10 @@ fn store_failure(err: KeyStoreError, what: &str) -> Response {
 }
 
 fn load(ctx: &Ctx, name: &str) -> Result<Arc<KeyVersion>, Response> {
+    if let Some(key) = &ctx.cached_key {
+        // Taken from the cache for this request's resource, which `name` comes from.
+        return Ok(key.clone());
+    }
     ctx.state
         .keys
         .get(name)

@@ -13,7 +13,9 @@ pub mod routes;
 pub mod sys;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
 use crate::policy::Verdict;
 use crate::state::{Live, State};
@@ -48,6 +50,9 @@ pub struct Ctx<'a> {
     /// The caller's identity; empty when unknown.
     pub identity: &'a str,
     pub peer: IpAddr,
+    /// The master key the resource names, when the server already took it from the key
+    /// cache (requests served on an event loop, which must not wait for a load).
+    pub cached_key: Option<Arc<KeyVersion>>,
 }
 
 /// A request whose head passed the route, method and size checks.
@@ -114,6 +119,7 @@ pub fn serve(
     req: &Request,
     peer: IpAddr,
     who: &PeerIdentity,
+    cached_key: Option<Arc<KeyVersion>>,
 ) -> Response {
     let route = routed.route();
     let settings = live.route_settings[routed.route];
@@ -143,6 +149,7 @@ pub fn serve(
         resource: &req.path[routed.resource_start..],
         identity,
         peer,
+        cached_key,
     };
     (route.handler)(&ctx).unwrap_or_else(|refusal| refusal)
 }

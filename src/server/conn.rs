@@ -18,9 +18,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::Gauges;
 use crate::api::{self, PeerIdentity, Routed, routes};
+use crate::crypto::KeyVersion;
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
 use crate::state::State;
 
@@ -78,12 +80,14 @@ enum Turn {
     Drain,
 }
 
-/// A complete request waiting for a pool worker.
+/// A complete request, to be answered.
 struct Ready {
     req: Request,
     routed: Routed,
     started: Instant,
     deadline: Instant,
+    /// The master key of an `Exec::Key` route, taken from the key cache on the loop.
+    key: Option<Arc<KeyVersion>>,
 }
 
 /// A request whose head has arrived and whose body is still arriving.
@@ -117,6 +121,9 @@ pub struct Conn {
     write_deadline: Instant,
     /// Bytes queued since the output was last sent completely.
     queued: usize,
+    /// The peer closed its side (or the socket failed): read to the end, a short read
+    /// does not mean that nothing more is there.
+    peer_closed: bool,
     who: Option<PeerIdentity>,
     served: u64,
     eof: bool,
@@ -128,6 +135,8 @@ pub struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // Request bytes carry plaintexts and imported keys.
+        self.inbuf.zeroize();
         self.gauges.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -163,6 +172,7 @@ impl Conn {
             then: None,
             write_deadline: accepted + HEADER_TIMEOUT,
             queued: 0,
+            peer_closed: false,
             who: None,
             served: 0,
             eof: false,
@@ -176,6 +186,12 @@ impl Conn {
             || self.ready.is_some()
             || self.then.is_some()
             || !self.inbuf.is_empty()
+    }
+
+    /// The event loop saw the peer close its side, or an error: the next reads go on to
+    /// the end of the stream (edge-triggered, no other event will say so).
+    pub fn note_peer_closed(&mut self) {
+        self.peer_closed = true;
     }
 
     /// The deadline while waiting for the handshake or the first request.
@@ -309,7 +325,7 @@ impl Conn {
                 return Err(io::Error::other(format!("TLS: {e}")));
             }
             self.drain_plaintext()?;
-            if short {
+            if short && !self.peer_closed {
                 // The kernel had less than rustls asked for: nothing is left to read,
                 // and asking again would only cost a syscall that says so. (Bytes that
                 // arrive meanwhile make the socket readable again.)
@@ -342,6 +358,17 @@ impl Conn {
         }
     }
 
+    /// Drops the first `n` bytes of input, wiping the copies that moving the rest forward
+    /// leaves behind in the buffer's spare capacity.
+    fn consume_input(&mut self, n: usize) {
+        self.inbuf.drain(..n);
+        let spare = self.inbuf.spare_capacity_mut();
+        let vacated = n.min(spare.len());
+        for byte in &mut spare[..vacated] {
+            byte.write(0);
+        }
+    }
+
     fn body_limit(&self) -> usize {
         self.pending
             .as_ref()
@@ -352,11 +379,11 @@ impl Conn {
         if let Some(ready) = self.ready.take() {
             return self.answer(state, ready, closing);
         }
-        let Some(pending) = self.pending.take() else {
+        let Some(mut pending) = self.pending.take() else {
             return self.read_head(state);
         };
         let limit = pending.routed.route().max_body;
-        let body = match pending.framing {
+        match pending.framing {
             BodyFraming::Length(n) => {
                 let n = n as usize;
                 if self.inbuf.len() < n {
@@ -364,43 +391,45 @@ impl Conn {
                     self.pending = Some(pending);
                     return Ok(Step::Wait(deadline));
                 }
-                self.inbuf.drain(..n).collect()
+                pending.req.body = self.inbuf[..n].to_vec();
+                self.consume_input(n);
             }
-            BodyFraming::Chunked => match http::decode_chunked(&self.inbuf, limit) {
-                Ok(Some((body, used))) => {
-                    self.inbuf.drain(..used);
-                    body
+            BodyFraming::Chunked => {
+                match http::decode_chunks(&self.inbuf, &mut pending.req.body, limit) {
+                    Ok((used, complete)) => {
+                        self.consume_input(used);
+                        if !complete {
+                            let deadline = pending.deadline;
+                            self.pending = Some(pending);
+                            return Ok(Step::Wait(deadline));
+                        }
+                    }
+                    Err(ChunkError::TooLarge) => {
+                        let response = Response::error(413, "request body too large");
+                        return self.refuse(&response, Some(&pending.req), pending.started);
+                    }
+                    Err(ChunkError::Malformed) => {
+                        let response = Response::error(400, "malformed chunked request body");
+                        return self.refuse(&response, Some(&pending.req), pending.started);
+                    }
                 }
-                Ok(None) => {
-                    let deadline = pending.deadline;
-                    self.pending = Some(pending);
-                    return Ok(Step::Wait(deadline));
-                }
-                Err(ChunkError::TooLarge) => {
-                    let response = Response::error(413, "request body too large");
-                    return self.refuse(&response, Some(&pending.req), pending.started);
-                }
-                Err(ChunkError::Malformed) => {
-                    let response = Response::error(400, "malformed chunked request body");
-                    return self.refuse(&response, Some(&pending.req), pending.started);
-                }
-            },
-        };
+            }
+        }
         let Pending {
-            mut req,
+            req,
             routed,
             started,
             deadline,
             ..
         } = pending;
-        req.body = body;
-        let ready = Ready {
+        let mut ready = Ready {
             req,
             routed,
             started,
             deadline,
+            key: None,
         };
-        if exec == Exec::Loop && may_wait(state, &ready) {
+        if exec == Exec::Loop && !answerable_without_waiting(state, &mut ready) {
             self.ready = Some(ready);
             return Ok(Step::Offload);
         }
@@ -414,8 +443,9 @@ impl Conn {
             routed,
             started,
             deadline,
+            key,
         } = ready;
-        let mut response = self.dispatch(state, routed, &req);
+        let mut response = self.dispatch(state, routed, &req, key);
         self.served += 1;
         if let Some(events) = response.stream.take() {
             self.queue(&response.stream_head(), Instant::now() + HEADER_TIMEOUT)?;
@@ -458,7 +488,7 @@ impl Conn {
                 return self.refuse(&Response::error(400, &msg), None, head_started);
             }
         };
-        self.inbuf.drain(..head_len);
+        self.consume_input(head_len);
         self.head_started = None;
         let framing = match req.framing() {
             Ok(framing) => framing,
@@ -599,7 +629,13 @@ impl Conn {
         let _ = self.flush_blocking(Instant::now() + Duration::from_secs(1));
     }
 
-    fn dispatch(&self, state: &State, routed: Routed, req: &Request) -> Response {
+    fn dispatch(
+        &self,
+        state: &State,
+        routed: Routed,
+        req: &Request,
+        key: Option<Arc<KeyVersion>>,
+    ) -> Response {
         crate::observe::metrics()
             .active
             .fetch_add(1, Ordering::Relaxed);
@@ -608,7 +644,7 @@ impl Conn {
         let who = self.who.as_ref().unwrap_or(&PeerIdentity::Missing);
         let peer = self.peer.ip();
         catch_unwind(AssertUnwindSafe(|| {
-            api::serve(state, &live, routed, req, peer, who)
+            api::serve(state, &live, routed, req, peer, who, key)
         }))
         .unwrap_or_else(|_| {
             log::error!("internal error while serving {} {}", req.method, req.path);
@@ -618,7 +654,8 @@ impl Conn {
 
     /// Queues a response; `close` ends the TLS session after it.
     fn send(&mut self, response: &Response, close: bool, deadline: Instant) -> io::Result<()> {
-        self.queue(&response.to_bytes(close), deadline)?;
+        // Answers carry data keys and plaintexts.
+        self.queue(&Zeroizing::new(response.to_bytes(close)), deadline)?;
         if close {
             self.tls.send_close_notify();
         }
@@ -672,14 +709,17 @@ impl Read for ShortReadProbe<'_> {
     }
 }
 
-/// Whether a complete request must go to the pool because its handler may wait.
-fn may_wait(state: &State, ready: &Ready) -> bool {
+/// Whether a complete request can be answered without waiting (on an event loop). For
+/// a route that needs a master key, takes the key from the cache into `ready`, so that
+/// the handler cannot find it gone (expired, deleted) and load it on the loop.
+fn answerable_without_waiting(state: &State, ready: &mut Ready) -> bool {
     match ready.routed.route().exec {
-        routes::Exec::Inline => false,
-        routes::Exec::Pool => true,
+        routes::Exec::Inline => true,
+        routes::Exec::Pool => false,
         routes::Exec::Key => {
             let name = &ready.req.path[ready.routed.resource_start..];
-            !state.keys.is_cached(name)
+            ready.key = state.keys.get_cached(name);
+            ready.key.is_some()
         }
     }
 }

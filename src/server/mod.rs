@@ -69,8 +69,9 @@ pub struct Gauges {
 struct Shared {
     state: Arc<State>,
     loops: Vec<Reactor>,
-    /// Requests whose handlers may wait, for the pool.
-    to_pool: Mutex<Sender<Conn>>,
+    /// Requests whose handlers may wait, for the pool; taken away at stop, which ends
+    /// the pool workers.
+    to_pool: Mutex<Option<Sender<Conn>>>,
     /// No new connections; connections close once their request is answered.
     closing: AtomicBool,
     /// Grace period over: the loops stop.
@@ -138,7 +139,7 @@ impl Server {
         let shared = Arc::new(Shared {
             state,
             loops,
-            to_pool: Mutex::new(to_pool),
+            to_pool: Mutex::new(Some(to_pool)),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             gauges,
@@ -193,6 +194,12 @@ impl Server {
         }
         shared.stopped.store(true, Ordering::Release);
         shared.wake_all();
+        // Pool workers end once the queue is gone and empty.
+        shared
+            .to_pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         drop(self.threads);
     }
 
@@ -292,6 +299,12 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
             for parked in conns.drain() {
                 let _ = registry.deregister(&mut source(&parked.conn));
             }
+            // Connections sent home after this are dropped by `Server::shutdown`.
+            reactor
+                .inbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             return;
         }
         let closing = shared.closing.load(Ordering::Acquire);
@@ -304,13 +317,20 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
                 apply(shared, registry, &mut conns, &mut runnable, key, next);
             }
         }
+        for event in events.iter() {
+            if event.is_read_closed() || event.is_error() {
+                if let Some(parked) = conns.get_mut(event.token().0) {
+                    parked.conn.note_peer_closed();
+                }
+            }
+        }
         std::mem::swap(&mut running, &mut runnable);
         let ready = events.iter().map(|e| e.token().0).filter(|k| *k != WAKER.0);
         for key in running.drain(..).chain(ready) {
             let Some(parked) = conns.get_mut(key) else {
                 continue;
             };
-            let next = parked.conn.advance(&shared.state, closing, Exec::Loop);
+            let next = advance(shared, &mut parked.conn, closing, Exec::Loop);
             apply(shared, registry, &mut conns, &mut runnable, key, next);
         }
         let now = Instant::now();
@@ -379,8 +399,10 @@ fn apply(
                 Next::Stream(events) => stream(shared, conn, events),
                 Next::Offload => {
                     let to_pool = shared.to_pool.lock().unwrap_or_else(|e| e.into_inner());
-                    // The pool outlives the loops; if it is gone the server is stopping.
-                    let _ = to_pool.send(conn);
+                    // Without a pool the server is stopping: the connection closes.
+                    if let Some(to_pool) = to_pool.as_ref() {
+                        let _ = to_pool.send(conn);
+                    }
                 }
                 _ => drop(conn),
             }
@@ -407,6 +429,18 @@ fn apply(
     }
 }
 
+/// Advances a connection; a bug (panic) while doing so closes that connection only,
+/// instead of taking its event loop and every connection on it down.
+fn advance(shared: &Shared, conn: &mut Conn, closing: bool, exec: Exec) -> Next {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        conn.advance(&shared.state, closing, exec)
+    }))
+    .unwrap_or_else(|_| {
+        log::error!("internal error on a connection: closing it");
+        Next::Close
+    })
+}
+
 /// Hands a connection to a thread of its own that sends it log events.
 fn stream(shared: &Arc<Shared>, conn: Conn, events: Receiver<Arc<[u8]>>) {
     let shared = shared.clone();
@@ -429,7 +463,7 @@ fn worker(shared: &Arc<Shared>, pool_rx: &Mutex<Receiver<Conn>>) {
         let Ok(mut conn) = job else { return };
         shared.gauges.busy_workers.fetch_add(1, Ordering::AcqRel);
         let closing = shared.closing.load(Ordering::Acquire);
-        let next = conn.advance(&shared.state, closing, Exec::Pool);
+        let next = advance(shared, &mut conn, closing, Exec::Pool);
         shared.gauges.busy_workers.fetch_sub(1, Ordering::AcqRel);
         match next {
             Next::Close => drop(conn),

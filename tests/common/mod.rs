@@ -474,7 +474,7 @@ impl Client {
     }
 }
 
-fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
+pub fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
