@@ -691,6 +691,49 @@ fn a_hanging_ciphertrust_does_not_hold_up_cached_keys() {
     assert_token_not_leaked(&kes);
 }
 
+/// Requests that queue for the pool while CipherTrust hangs and outlive their route
+/// timeout there are answered with the original's timeout error when a worker gets to
+/// them, and never reach CipherTrust.
+#[test]
+fn requests_queued_past_their_deadline_get_the_timeout_error_without_reaching_ciphertrust() {
+    let s = Setup::new();
+    let api = "api:\n  /v1/key/create/:\n    timeout: 2s\n";
+    let config = s.config("config.yml", "gemalto.keysecure", &[], api);
+    let kes = s.start_with(&config, &["--workers", "1"]);
+    s.sim.set_hang(true);
+    let (mut first, mut queued) = (kes.client(&s.app), kes.client(&s.app));
+    let head = thread::spawn(move || first.try_request("POST", "/v1/key/create/my-app-first", b""));
+    assert!(
+        eventually(Duration::from_secs(5), || s.sim.held(Route::Create) == 1),
+        "the first create never reached CipherTrust"
+    );
+    let behind = thread::spawn(move || {
+        let started = Instant::now();
+        let r = queued.try_request("POST", "/v1/key/create/my-app-queued", b"");
+        (r, started.elapsed())
+    });
+    // The queued create outlives its 2 s while the only worker waits for CipherTrust.
+    thread::sleep(Duration::from_secs(3));
+    s.sim.set_hang(false);
+    let (r, took) = behind.join().unwrap();
+    let r = r.expect("an answer to the queued create");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["message"], "request timeout exceeded");
+    assert!(
+        took < Duration::from_secs(15),
+        "the queued create took {took:?}"
+    );
+    assert!(s.sim.secret("my-app-queued").is_none());
+    let first = head.join().unwrap().expect("an answer to the first create");
+    assert!(
+        first.status == 200 || first.status >= 500,
+        "{}",
+        first.text()
+    );
+    let mut c = kes.client(&s.app);
+    assert_eq!(create(&mut c, "my-app-after").status, 200);
+}
+
 /// A request of about 200 KB arrives while the connection's previous request waits for
 /// CipherTrust, and its last bytes come a moment later (as over a real network, where
 /// the end of a TLS record can trail its start): kes answers both. The hang only keeps

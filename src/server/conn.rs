@@ -445,7 +445,14 @@ impl Conn {
             deadline,
             key,
         } = ready;
-        let mut response = self.dispatch(state, routed, &req, key);
+        let mut response = if Instant::now() >= deadline {
+            // It waited for a pool worker past its deadline (the keystore hangs and every
+            // worker waits for it): answer as the original's timeout does, and spare the
+            // keystore a request nobody waits for any more.
+            Response::error(503, "request timeout exceeded")
+        } else {
+            self.dispatch(state, routed, &req, key)
+        };
         self.served += 1;
         if let Some(events) = response.stream.take() {
             self.queue(&response.stream_head(), Instant::now() + HEADER_TIMEOUT)?;
