@@ -40,7 +40,9 @@ use std::hash::BuildHasher;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+
+use crate::sync::lock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -485,12 +487,6 @@ fn wait_for<V: Clone>(flight: &Flight<V>) -> Option<Outcome<V>> {
 fn finish<V>(flight: &Flight<V>, outcome: FlightState<V>) {
     *lock(&flight.state) = outcome;
     flight.done.notify_all();
-}
-
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the data
-/// consistent, and loaders run outside of any lock.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -18,5 +18,6 @@ pub mod observe;
 pub mod policy;
 pub mod server;
 pub mod state;
+pub mod sync;
 pub mod timefmt;
 pub mod tls;

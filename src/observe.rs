@@ -12,6 +12,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::sync::lock;
+
 /// Events one subscriber may have waiting before it starts losing them.
 const SUBSCRIBER_BUFFER: usize = 1024;
 /// Subscribers per stream at most; each holds a thread.
@@ -29,7 +31,7 @@ pub struct Broadcast {
 impl Broadcast {
     /// A new subscription, or `None` when there are too many.
     pub fn subscribe(&self) -> Option<Receiver<Arc<[u8]>>> {
-        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut subs = lock(&self.subscribers);
         if subs.len() >= MAX_SUBSCRIBERS {
             return None;
         }
@@ -45,7 +47,7 @@ impl Broadcast {
 
     /// Sends one event (a JSON line without newline) to every subscriber.
     pub fn publish(&self, line: Arc<[u8]>) {
-        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut subs = lock(&self.subscribers);
         subs.retain(|tx| match tx.try_send(line.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {

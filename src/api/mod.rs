@@ -67,6 +67,11 @@ impl Routed {
     pub fn route(&self) -> &'static Route {
         &ROUTES[self.route]
     }
+
+    /// The key, policy or identity name the path names after a prefix route.
+    pub fn resource<'r>(&self, req: &'r Request) -> &'r str {
+        &req.path[self.resource_start..]
+    }
 }
 
 /// Checks a request head: the route exists, the method fits, the announced body is
@@ -146,7 +151,7 @@ pub fn serve(
         live,
         req,
         route,
-        resource: &req.path[routed.resource_start..],
+        resource: routed.resource(req),
         identity,
         peer,
         cached_key,

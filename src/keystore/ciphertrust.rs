@@ -45,7 +45,9 @@ use std::fmt;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::sync::lock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -1326,10 +1328,6 @@ fn truncate(text: &str, max_chars: usize) -> Cow<'_, str> {
         Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
         None => Cow::Borrowed(text),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

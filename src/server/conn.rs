@@ -103,6 +103,7 @@ struct Pending {
 
 pub struct Conn {
     pub sock: TcpStream,
+    /// The socket's descriptor, which the event loop lends to mio (`SourceFd` borrows it).
     pub fd: std::os::fd::RawFd,
     /// The event loop that owns this connection while it is not on the pool.
     pub home: usize,
@@ -222,33 +223,32 @@ impl Conn {
 
     /// Sends the queued output, then acts on `turn`; parks for writing while the socket
     /// is full.
-    fn settle(&mut self, mut turn: Turn) -> Next {
-        loop {
-            match self.flush_tls() {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.then = Some(turn);
-                    return Next::ParkWrite(self.write_deadline);
-                }
-                Err(e) => {
-                    log::debug!("connection from {}: {e}", self.peer);
-                    return Next::Close;
-                }
+    fn settle(&mut self, turn: Turn) -> Next {
+        match self.flush_tls() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.then = Some(turn);
+                return Next::ParkWrite(self.write_deadline);
             }
-            return match turn {
-                Turn::Park(deadline) => Next::Park(deadline),
-                Turn::Close => Next::Close,
-                Turn::Stream(events) => Next::Stream(events),
-                Turn::Offload => Next::Offload,
-                Turn::Yield => Next::Yield,
-                Turn::Drain => {
-                    let _ = self.sock.shutdown(std::net::Shutdown::Write);
-                    let until = Instant::now() + Duration::from_secs(2);
-                    self.draining = Some(until);
-                    turn = self.discard_input(until);
-                    continue;
-                }
-            };
+            Err(e) => {
+                log::debug!("connection from {}: {e}", self.peer);
+                return Next::Close;
+            }
+        }
+        match turn {
+            Turn::Park(deadline) => Next::Park(deadline),
+            Turn::Close => Next::Close,
+            Turn::Stream(events) => Next::Stream(events),
+            Turn::Offload => Next::Offload,
+            Turn::Yield => Next::Yield,
+            Turn::Drain => {
+                let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                let until = Instant::now() + Duration::from_secs(2);
+                self.draining = Some(until);
+                // Discarding queues nothing: this settles at once.
+                let turn = self.discard_input(until);
+                self.settle(turn)
+            }
         }
     }
 
@@ -724,8 +724,7 @@ fn answerable_without_waiting(state: &State, ready: &mut Ready) -> bool {
         routes::Exec::Inline => true,
         routes::Exec::Pool => false,
         routes::Exec::Key => {
-            let name = &ready.req.path[ready.routed.resource_start..];
-            ready.key = state.keys.get_cached(name);
+            ready.key = state.keys.get_cached(ready.routed.resource(&ready.req));
             ready.key.is_some()
         }
     }

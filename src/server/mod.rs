@@ -32,6 +32,7 @@ use conn::{Conn, Exec, Next};
 pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 
 use crate::state::State;
+use crate::sync::lock;
 
 /// Server tuning that is not part of the original config file.
 #[derive(Debug, Clone, Copy)]
@@ -91,11 +92,7 @@ impl Shared {
     /// Hands `conn` to its home loop, to act on `next` there.
     fn send_home(&self, conn: Conn, next: Next) {
         let reactor = &self.loops[conn.home];
-        reactor
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((conn, next));
+        lock(&reactor.inbox).push((conn, next));
         let _ = reactor.waker.wake();
     }
 
@@ -195,11 +192,7 @@ impl Server {
         shared.stopped.store(true, Ordering::Release);
         shared.wake_all();
         // Pool workers end once the queue is gone and empty.
-        shared
-            .to_pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        lock(&shared.to_pool).take();
         drop(self.threads);
     }
 
@@ -300,18 +293,11 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
                 let _ = registry.deregister(&mut source(&parked.conn));
             }
             // Connections sent home after this are dropped by `Server::shutdown`.
-            reactor
-                .inbox
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            lock(&reactor.inbox).clear();
             return;
         }
         let closing = shared.closing.load(Ordering::Acquire);
-        std::mem::swap(
-            &mut arrivals,
-            &mut *reactor.inbox.lock().unwrap_or_else(|e| e.into_inner()),
-        );
+        std::mem::swap(&mut arrivals, &mut *lock(&reactor.inbox));
         for (conn, next) in arrivals.drain(..) {
             if let Some(key) = admit(registry, &mut conns, conn) {
                 apply(shared, registry, &mut conns, &mut runnable, key, next);
@@ -398,7 +384,7 @@ fn apply(
             match next {
                 Next::Stream(events) => stream(shared, conn, events),
                 Next::Offload => {
-                    let to_pool = shared.to_pool.lock().unwrap_or_else(|e| e.into_inner());
+                    let to_pool = lock(&shared.to_pool);
                     // Without a pool the server is stopping: the connection closes.
                     if let Some(to_pool) = to_pool.as_ref() {
                         let _ = to_pool.send(conn);
@@ -457,7 +443,7 @@ fn stream(shared: &Arc<Shared>, conn: Conn, events: Receiver<Arc<[u8]>>) {
 fn worker(shared: &Arc<Shared>, pool_rx: &Mutex<Receiver<Conn>>) {
     loop {
         let job = {
-            let rx = pool_rx.lock().unwrap_or_else(|e| e.into_inner());
+            let rx = lock(pool_rx);
             rx.recv()
         };
         let Ok(mut conn) = job else { return };
