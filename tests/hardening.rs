@@ -567,7 +567,6 @@ fn no_secret_reaches_a_log_or_an_error() {
 /// idle timeout. (Edge-triggered readiness reports the close once, with the data.)
 #[test]
 fn a_close_that_arrives_with_the_last_request_closes_the_connection() {
-    use std::os::fd::AsRawFd;
     let pki = Pki::new();
     let (admin, app) = (pki.client("admin"), pki.client("app"));
     let config = config_with(&pki, &admin, &app, "/v1/key/generate/*", "");
@@ -582,32 +581,14 @@ fn a_close_that_arrives_with_the_last_request_closes_the_connection() {
     for _ in 0..3 {
         let mut client = kes.client(&app);
         client.connect().unwrap();
-        let mut stream = client.into_stream();
-        let fd = stream.sock.as_raw_fd();
-        let cork = |on: libc::c_int| {
-            // SAFETY: valid socket and option value for the duration of the call.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::IPPROTO_TCP,
-                    libc::TCP_CORK,
-                    (&on as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        };
         // Request and FIN leave in one segment.
-        cork(1);
-        stream
-            .conn
-            .writer()
-            .write_all(b"POST /v1/key/generate/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}")
-            .unwrap();
-        while stream.conn.wants_write() {
-            stream.conn.write_tls(&mut stream.sock).unwrap();
-        }
+        client.cork();
+        let mut stream = client.into_stream();
+        common::send_records(
+            &mut stream,
+            b"POST /v1/key/generate/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}",
+        );
         stream.sock.shutdown(std::net::Shutdown::Write).unwrap();
-        cork(0);
         let r = common::read_response(&mut stream).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -655,14 +636,7 @@ fn a_trickled_body_of_tiny_chunks_is_decoded_once() {
         .write_all(b"POST /v1/key/decrypt/k HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
         .unwrap();
     let before = cpu();
-    let mut send = |bytes: &[u8]| {
-        for piece in bytes.chunks(16 * 1024) {
-            stream.conn.writer().write_all(piece).unwrap();
-            while stream.conn.wants_write() {
-                stream.conn.write_tls(&mut stream.sock).unwrap();
-            }
-        }
-    };
+    let mut send = |bytes: &[u8]| common::send_records(&mut stream, bytes);
     // 150,000 one-byte chunks (`1\r\n \r\n`, 900 KB) at once, then 1,000 more one TLS
     // record at a time, each read by the server on its own.
     send(&b"1\r\n \r\n".repeat(150_000));

@@ -430,25 +430,31 @@ impl Client {
 
     /// Makes the open connection's receive buffer tiny (a client that reads slowly).
     pub fn shrink_receive_buffer(&mut self) {
-        self.set_buffer(libc::SO_RCVBUF, 2048);
+        self.set_option(libc::SOL_SOCKET, libc::SO_RCVBUF, 2048);
     }
 
     /// Makes the open connection's send buffer small (so that a client's writes block
     /// soon after the server stops reading).
     pub fn shrink_send_buffer(&mut self) {
-        self.set_buffer(libc::SO_SNDBUF, 16 * 1024);
+        self.set_option(libc::SOL_SOCKET, libc::SO_SNDBUF, 16 * 1024);
     }
 
-    fn set_buffer(&mut self, option: libc::c_int, size: libc::c_int) {
+    /// Holds back partly filled segments until the connection is shut down for writing,
+    /// so that the last bytes and the FIN leave together.
+    pub fn cork(&mut self) {
+        self.set_option(libc::IPPROTO_TCP, libc::TCP_CORK, 1);
+    }
+
+    fn set_option(&mut self, level: libc::c_int, option: libc::c_int, value: libc::c_int) {
         use std::os::fd::AsRawFd;
         let fd = self.stream.as_ref().expect("connected").sock.as_raw_fd();
         // SAFETY: valid socket and option value for the duration of the call.
         unsafe {
             libc::setsockopt(
                 fd,
-                libc::SOL_SOCKET,
+                level,
                 option,
-                (&size as *const libc::c_int).cast(),
+                (&value as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
@@ -471,6 +477,17 @@ impl Client {
                 .as_mut()
                 .ok_or_else(|| std::io::Error::other("not connected"))?,
         )
+    }
+}
+
+/// Writes `bytes` as TLS records straight to the socket (16 KiB of plaintext at a time,
+/// what rustls takes at once), without reading anything.
+pub fn send_records(stream: &mut Stream, bytes: &[u8]) {
+    for piece in bytes.chunks(16 * 1024) {
+        stream.conn.writer().write_all(piece).unwrap();
+        while stream.conn.wants_write() {
+            stream.conn.write_tls(&mut stream.sock).unwrap();
+        }
     }
 }
 
