@@ -2,9 +2,12 @@
 
 use std::collections::HashSet;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use prost::Message as _;
 use serde_json::Value;
 
+use super::ciphertext::derive_aead_key;
 use super::*;
 
 const CURRENT: &str = include_str!("../../tests/vectors/ciphertext-current.json");
