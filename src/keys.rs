@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cache::{CacheConfig, CacheStats, DEFAULT_PROBE_INTERVAL, KeyCache};
 use crate::config::CacheExpiry;
-use crate::crypto::KeyVersion;
+use crate::crypto::{KeyVersion, OldestReader};
 use crate::keystore::{KeyStore, KeyStoreError};
 
 pub struct Keys {
@@ -39,9 +39,16 @@ impl Keys {
         self.store.describe()
     }
 
-    /// Stores a new key; [`KeyStoreError::Exists`] if the name is taken.
-    pub fn create(&self, name: &str, key: &KeyVersion) -> Result<(), KeyStoreError> {
-        let encoded = zeroize::Zeroizing::new(key.encode());
+    /// Stores a new key in the form `reader` reads; [`KeyStoreError::Exists`] if the
+    /// name is taken. The cache is not filled: the first use reads the stored value back,
+    /// so the server uses the key exactly as every other node sees it.
+    pub fn create(
+        &self,
+        name: &str,
+        key: &KeyVersion,
+        reader: OldestReader,
+    ) -> Result<(), KeyStoreError> {
+        let encoded = zeroize::Zeroizing::new(key.encode_for(reader));
         self.store.create(name, encoded.as_bytes())
     }
 

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::routes::Reply;
 use super::{Ctx, errors, fail, valid_name};
-use crate::crypto::{Cipher, KeyVersion, random_dek};
+use crate::crypto::{Cipher, KeyVersion, OldestReader, random_dek};
 use crate::http::Response;
 use crate::keystore::{KeyStore, KeyStoreError};
 
@@ -87,10 +87,11 @@ fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result
     }
 }
 
-/// Creates `name` unless it exists (the `keys:` section of the config).
-pub fn ensure_key(keystore: &dyn KeyStore, name: &str) -> Result<(), String> {
+/// Creates `name` unless it exists (the `keys:` section of the config), in the form
+/// `reader` reads.
+pub fn ensure_key(keystore: &dyn KeyStore, name: &str, reader: OldestReader) -> Result<(), String> {
     let key = KeyVersion::generate(Cipher::default_for_cpu(), "");
-    let encoded = Zeroizing::new(key.encode());
+    let encoded = Zeroizing::new(key.encode_for(reader));
     match keystore.create(name, encoded.as_bytes()) {
         Ok(()) | Err(KeyStoreError::Exists) => Ok(()),
         Err(e) => Err(e.to_string()),
@@ -102,7 +103,7 @@ pub fn create(ctx: &Ctx) -> Reply {
     let key = KeyVersion::generate(Cipher::default_for_cpu(), ctx.identity);
     ctx.state
         .keys
-        .create(name, &key)
+        .create(name, &key, ctx.live.config.oldest_reader)
         .map_err(|e| store_failure(e, "failed to create key"))?;
     Ok(Response::ok())
 }
@@ -168,9 +169,21 @@ pub fn import(ctx: &Ctx) -> Reply {
             &format!("invalid key size for '{}'", cipher.api_name()),
         )
     })?;
+    let reader = ctx.live.config.oldest_reader;
+    if !key.encodes_losslessly_for(reader) {
+        // v0.17 stores no algorithm: the key would come back as AES256, and whatever
+        // the caller encrypted with it as ChaCha20 elsewhere would no longer decrypt.
+        return Err(Response::error(
+            406,
+            &format!(
+                "algorithm '{}' cannot be stored for compat.oldest_reader {reader}: keys of that generation have no algorithm",
+                cipher.api_name()
+            ),
+        ));
+    }
     ctx.state
         .keys
-        .create(name, &key)
+        .create(name, &key, reader)
         .map_err(|e| store_failure(e, "failed to create key"))?;
     Ok(Response::ok())
 }
@@ -179,13 +192,17 @@ pub fn describe(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let key = load(ctx, name)?;
     // The 2023 algorithm names: both SDK generations accept them, while the 2023 SDK
-    // rejects the last release's "AES256".
+    // rejects the last release's "AES256". A key stored without an algorithm has none
+    // here either, as a 2023 node answers for it (the field is then empty, which both
+    // SDKs read as their default).
     let mut body = json!({
         "name": name,
         "id": key.key_id(),
-        "algorithm": key.cipher().legacy_name(),
-        "created_at": key.created_at_rfc3339(),
     });
+    if !key.has_undefined_algorithm() {
+        body["algorithm"] = json!(key.cipher().legacy_name());
+    }
+    body["created_at"] = json!(key.created_at_rfc3339());
     if !key.created_by().is_empty() {
         body["created_by"] = json!(key.created_by());
     }
@@ -246,7 +263,8 @@ pub fn encrypt(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: EncryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
     let key = load(ctx, name)?;
-    let ciphertext = key.encrypt(&req.plaintext.0, &req.context.0);
+    let reader = ctx.live.config.oldest_reader;
+    let ciphertext = key.encrypt_for(reader, &req.plaintext.0, &req.context.0);
     Ok(Response::json(
         200,
         &json!({ "ciphertext": B64.encode(ciphertext) }),
@@ -269,7 +287,8 @@ pub fn generate(ctx: &Ctx) -> Reply {
     };
     let key = load(ctx, name)?;
     let dek = random_dek();
-    let ciphertext = key.encrypt(dek.as_ref(), &req.context.0);
+    let reader = ctx.live.config.oldest_reader;
+    let ciphertext = key.encrypt_for(reader, dek.as_ref(), &req.context.0);
     let plaintext = Zeroizing::new(B64.encode(dek.as_ref()));
     let ciphertext = B64.encode(ciphertext);
     Ok(Response::json(

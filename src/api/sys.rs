@@ -50,6 +50,8 @@ pub fn status(ctx: &Ctx) -> Reply {
         "num_cpu_used": cpus,
         "mem_heap_used": crate::observe::process_stats().1,
         "mem_stack_used": 0,
+        // compat.oldest_reader: the Go generation whose forms this node writes.
+        "oldest_reader": ctx.live.config.oldest_reader.name(),
     });
     match ctx.state.keys.status() {
         // Nanoseconds: both SDK generations decode it as a Go duration (the Go servers

@@ -1,22 +1,28 @@
 //! `kes migrate`: copy keys from one keystore to another (e.g. fs → CipherTrust).
 //!
 //! Stored values are copied as they are, so keys keep their format, creation time and
-//! creator, and every ciphertext made with them still decrypts. Key material is never
-//! printed: the output names keys and counts them.
+//! creator, and every ciphertext made with them still decrypts. The one exception is a
+//! target whose config sets `compat.oldest_reader`: a value that generation cannot read
+//! is rewritten in the form it reads (formats.md §2), and a key that form cannot hold
+//! without losing its cipher stops the migration. Key material is never printed: the
+//! output names keys and counts them.
 
 use std::ffi::OsString;
 use std::path::Path;
 
 use super::args::{self, switch};
 use super::{Exit, Outcome, output};
-use crate::keystore::{KeyStore, KeyStoreError, LIST_PAGE};
+use crate::crypto::{KeyVersion, OldestReader, StoredForm};
+use crate::keystore::{KeyStore, KeyStoreError, LIST_PAGE, StoredValue};
 
 const USAGE: &str = "Usage:
     kes migrate --from FILE --to FILE [PATTERN] [options]
 
 Copies every key whose name matches PATTERN (a glob, default '*') from the keystore
 configured in the --from file to the keystore configured in the --to file. Only the
-'keystore:' sections of the two files are read. Key material is never printed.
+'keystore:' sections of the two files are read, and 'compat.oldest_reader' of the
+--to file: keys that generation cannot read are rewritten in a form it reads.
+Key material is never printed.
 
 Options:
     --from FILE        Config file of the keystore to copy from.
@@ -59,10 +65,11 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
         ));
     }
     let pattern = parsed.arg(0).unwrap_or("*");
-    let source = open(from)?;
-    let target = open(to)?;
+    let (source, _) = open(from)?;
+    let (target, reader) = open(to)?;
     let plan = Plan {
         pattern,
+        reader,
         merge,
         force,
         dry_run: parsed.has("dry-run"),
@@ -72,14 +79,20 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
     output::print(&summary.to_string())
 }
 
-fn open(config: &str) -> Result<std::sync::Arc<dyn KeyStore>, Exit> {
-    let keystore =
+/// The keystore a config file names, and its `compat.oldest_reader`.
+pub(super) fn open(config: &str) -> Result<(std::sync::Arc<dyn KeyStore>, OldestReader), Exit> {
+    let (keystore, reader) =
         crate::config::load_keystore(Path::new(config)).map_err(|e| Exit::Error(e.to_string()))?;
-    crate::keystore::open(&keystore).map_err(Exit::Error)
+    Ok((
+        crate::keystore::open(&keystore).map_err(Exit::Error)?,
+        reader,
+    ))
 }
 
 struct Plan<'a> {
     pattern: &'a str,
+    /// The target's `compat.oldest_reader`.
+    reader: OldestReader,
     merge: bool,
     force: bool,
     dry_run: bool,
@@ -90,6 +103,9 @@ struct Plan<'a> {
 struct Summary {
     copied: usize,
     skipped: usize,
+    /// Copied in a form the target's oldest reader reads, not as they were.
+    rewritten: usize,
+    reader: OldestReader,
     dry_run: bool,
 }
 
@@ -104,6 +120,13 @@ impl std::fmt::Display for Summary {
         if self.skipped > 0 {
             write!(f, ", skipped {} that exist in the target", self.skipped)?;
         }
+        if self.rewritten > 0 {
+            write!(
+                f,
+                ", {} of them rewritten for compat.oldest_reader {}",
+                self.rewritten, self.reader
+            )?;
+        }
         Ok(())
     }
 }
@@ -113,6 +136,7 @@ fn migrate(source: &dyn KeyStore, target: &dyn KeyStore, plan: &Plan) -> Result<
         |what: &str, name: &str, e: KeyStoreError| Exit::Error(format!("{what} '{name}': {e}"));
     let mut summary = Summary {
         dry_run: plan.dry_run,
+        reader: plan.reader,
         ..Summary::default()
     };
     let mut start: Option<String> = None;
@@ -128,15 +152,21 @@ fn migrate(source: &dyn KeyStore, target: &dyn KeyStore, plan: &Plan) -> Result<
             let value = source
                 .get(name)
                 .map_err(|e| fail("cannot read key", name, e))?;
-            if crate::crypto::KeyVersion::parse(&value).is_err() {
-                return Err(Exit::Error(format!(
-                    "key '{name}' in the source is not a KES key; nothing after it was copied"
-                )));
-            }
+            let (value, rewritten) = for_reader(plan.reader, value).map_err(|why| {
+                Exit::Error(format!(
+                    "key '{name}' {why}; nothing after it was copied ({summary} before it)"
+                ))
+            })?;
+            let note = if rewritten {
+                format!(" (rewritten for compat.oldest_reader {})", plan.reader)
+            } else {
+                String::new()
+            };
             if plan.dry_run {
                 summary.copied += 1;
+                summary.rewritten += usize::from(rewritten);
                 if !plan.quiet {
-                    println!("would migrate '{name}'");
+                    println!("would migrate '{name}'{note}");
                 }
                 continue;
             }
@@ -162,8 +192,9 @@ fn migrate(source: &dyn KeyStore, target: &dyn KeyStore, plan: &Plan) -> Result<
                 }
                 Err(e) => return Err(fail("cannot create key", name, e)),
             }
+            summary.rewritten += usize::from(rewritten);
             if !plan.quiet {
-                println!("migrated '{name}'");
+                println!("migrated '{name}'{note}");
             }
         }
         match page.continue_at {
@@ -171,4 +202,25 @@ fn migrate(source: &dyn KeyStore, target: &dyn KeyStore, plan: &Plan) -> Result<
             _ => return Ok(summary),
         }
     }
+}
+
+/// The value to write for `reader`: the stored value itself when that generation reads
+/// its form, otherwise the key rewritten in the form it reads (with `true`).
+fn for_reader(reader: OldestReader, value: StoredValue) -> Result<(StoredValue, bool), String> {
+    let form = StoredForm::of(&value);
+    if form == StoredForm::Unreadable {
+        return Err("in the source is not a KES key".into());
+    }
+    if form.readable_at(reader) {
+        return Ok((value, false));
+    }
+    let key = KeyVersion::parse(&value).map_err(|e| e.to_string())?;
+    if !key.encodes_losslessly_for(reader) {
+        return Err(format!(
+            "is a {} key, which compat.oldest_reader {reader} cannot store (its keys have no algorithm)",
+            key.cipher().api_name()
+        ));
+    }
+    let encoded = zeroize::Zeroizing::new(key.encode_for(reader));
+    Ok((StoredValue::new(encoded.as_bytes().to_vec()), true))
 }

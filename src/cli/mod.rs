@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod output;
 pub mod policy;
 pub mod status;
+pub mod survey;
 
 /// How a command ends when it does not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,7 @@ Commands:
     metric                   Print server metrics.
 
     migrate                  Copy keys from one keystore to another.
+    survey                   Count a keystore's keys by the Go KES releases that read them.
     update                   Update the KES binary (not supported: use your package manager).
     tool                     Commands of older releases: 'kes tool identity new|of'.
 
@@ -119,6 +121,7 @@ pub fn dispatch(args: Vec<OsString>) -> Outcome {
         "metric" => metric::run(rest),
         "tool" => run_tool(rest),
         "migrate" => migrate::run(rest),
+        "survey" => survey::run(rest),
         "update" => Err(Exit::Error(
             "'kes update' is not supported: install new releases with your package manager".into(),
         )),
@@ -286,13 +289,14 @@ mod tests {
             Err(Exit::Error(_))
         ));
         assert!(matches!(dispatch(os(&["migrate"])), Err(Exit::Error(_))));
+        assert!(matches!(dispatch(os(&["survey"])), Err(Exit::Error(_))));
     }
 
     #[test]
     fn usage_lists_every_command() {
         for command in [
             "server", "ls", "key", "policy", "identity", "log", "status", "metric", "migrate",
-            "update", "tool",
+            "survey", "update", "tool",
         ] {
             assert!(
                 USAGE.contains(&format!("\n    {command} ")),

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 pub use env::{AuthMode, Env, GoDuration, LogLevel, substitute};
 
+use crate::crypto::OldestReader;
 use crate::policy::Rule;
 
 /// A config error: where and what, ready to print.
@@ -46,6 +47,15 @@ pub struct File {
     pub api: Option<BTreeMap<String, ApiSection>>,
     pub keys: Option<Vec<KeySection>>,
     pub keystore: Option<KeyStoreSection>,
+    pub compat: Option<CompatSection>,
+}
+
+/// `compat:`: what the oldest Go KES sharing the keystore can read (docs/migration.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatSection {
+    /// `v0.17`, `2023` (a YAML number or a string) or `current`.
+    pub oldest_reader: Option<Env<OldestReader>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +306,8 @@ pub struct Config {
     pub api: BTreeMap<String, RouteOverride>,
     pub keys: Vec<String>,
     pub keystore: KeyStoreConfig,
+    /// `compat.oldest_reader`: the forms kes writes keys and ciphertexts in.
+    pub oldest_reader: OldestReader,
 }
 
 impl Config {
@@ -351,14 +363,22 @@ fn relative_to(config: &Path) -> impl Fn(&str) -> PathBuf {
     }
 }
 
-/// Reads only the `keystore:` section of a config file (`kes migrate` needs no TLS or
-/// admin settings).
-pub fn load_keystore(path: &Path) -> Result<KeyStoreConfig, ConfigError> {
+/// Reads only the `keystore:` and `compat:` sections of a config file (`kes migrate` and
+/// `kes survey` need no TLS or admin settings).
+pub fn load_keystore(path: &Path) -> Result<(KeyStoreConfig, OldestReader), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read config file '{}': {e}", path.display())))?;
     let file = parse_yaml(&text, path)?;
-    keystore_config(file.keystore, &text, &relative_to(path))
-        .map_err(|invalid| located(path, invalid))
+    let keystore = keystore_config(file.keystore, &text, &relative_to(path))
+        .map_err(|invalid| located(path, invalid))?;
+    Ok((keystore, oldest_reader(file.compat)))
+}
+
+fn oldest_reader(section: Option<CompatSection>) -> OldestReader {
+    section
+        .and_then(|c| c.oldest_reader)
+        .map(|level| level.0)
+        .unwrap_or_default()
 }
 
 /// yaml_serde appends " at line L column C"; we print the line in front instead.
@@ -594,6 +614,7 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
         api,
         keys,
         keystore,
+        oldest_reader: oldest_reader(file.compat),
     })
 }
 

@@ -73,6 +73,7 @@ impl Dev {
             api: BTreeMap::new(),
             keys: Vec::new(),
             keystore: KeyStoreConfig::Memory,
+            oldest_reader: Default::default(),
         }
     }
 

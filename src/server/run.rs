@@ -165,7 +165,7 @@ fn run(flags: Flags) -> Result<(), String> {
     crate::memory::harden();
 
     let keystore = crate::keystore::open(&config.keystore)?;
-    create_listed_keys(keystore.as_ref(), &config.keys)?;
+    create_listed_keys(keystore.as_ref(), &config.keys, config.oldest_reader)?;
     let tls_config = build_tls(&config)?;
     let addr = flags
         .addr
@@ -241,9 +241,13 @@ fn build_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
 }
 
 /// Creates the keys listed under `keys:` that do not exist yet.
-fn create_listed_keys(keystore: &dyn KeyStore, names: &[String]) -> Result<(), String> {
+fn create_listed_keys(
+    keystore: &dyn KeyStore,
+    names: &[String],
+    reader: crate::crypto::OldestReader,
+) -> Result<(), String> {
     for name in names {
-        crate::api::key::ensure_key(keystore, name)
+        crate::api::key::ensure_key(keystore, name, reader)
             .map_err(|e| format!("cannot create key '{name}' listed under 'keys:': {e}"))?;
     }
     Ok(())
@@ -266,7 +270,14 @@ fn reload(state: &State, flags: &Flags) {
         });
     match result {
         Ok(live) => {
+            let (before, after) = (state.live().config.oldest_reader, live.config.oldest_reader);
             state.replace_live(live);
+            if before != after {
+                log::info!(
+                    "SIGHUP: compat.oldest_reader is now {after} (was {before}): writing {}",
+                    after.forms()
+                );
+            }
             log::info!("SIGHUP: reloaded {}", path.display());
         }
         Err(e) => log::error!("SIGHUP: keeping the running config: {e}"),
@@ -286,6 +297,11 @@ fn print_banner(state: &State, local: SocketAddr) {
     );
     eprintln!("  keystore: {}", state.keys.describe_store());
     eprintln!("  admin:    {admin}");
+    let reader = live.config.oldest_reader;
+    eprintln!(
+        "  oldest reader: {reader} (compat.oldest_reader; writes {})",
+        reader.forms()
+    );
     eprintln!(
         "  client certificates: {}",
         if live.config.tls_auth.unwrap_or(false) {
