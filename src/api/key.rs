@@ -193,8 +193,8 @@ pub fn describe(ctx: &Ctx) -> Reply {
     let key = load(ctx, name)?;
     // The 2023 algorithm names: both SDK generations accept them, while the 2023 SDK
     // rejects the last release's "AES256". A key stored without an algorithm has none
-    // here either, as a 2023 node answers for it (the field is then empty, which both
-    // SDKs read as their default).
+    // here either, as a 2023 node answers for it; both SDKs read the absent field as
+    // their default.
     let mut body = json!({
         "name": name,
         "id": key.key_id(),
