@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use common::{Client, Credential, Kes, Pki, run_kes};
 use ctm_sim::{CtmSim, REFRESH_TOKEN};
 
+const CURRENT: &str = include_str!("vectors/ciphertext-current.json");
 const LEGACY: &str = include_str!("vectors/ciphertext-legacy.json");
 const STORED: &str = include_str!("vectors/stored-keys.json");
 const LEVELS: [&str; 3] = ["v0.17", "2023", "current"];
@@ -128,6 +130,7 @@ struct Imported {
 #[test]
 fn vector_keys_at_each_level_through_the_server() {
     let legacy = vectors(LEGACY);
+    let current = vectors(CURRENT);
     let pki = Pki::new();
     let admin = pki.client("admin");
     for level in LEVELS {
@@ -147,10 +150,16 @@ fn vector_keys_at_each_level_through_the_server() {
             .unwrap()
             .iter()
             .chain(legacy["msgpack"].as_array().unwrap())
+            .chain(current["cases"].as_array().unwrap())
             .enumerate()
         {
             let name = format!("vector-{i}");
             let master = case["master_key_b64"].as_str().unwrap();
+            // formats.md §3.6: hex of the first 16 bytes of SHA-256(master key).
+            let key_id: String = sha2::Sha256::digest(B64.decode(master).unwrap())[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             let cipher = case["key_type"].as_str().unwrap();
             let r = post(
                 &mut c,
@@ -197,14 +206,22 @@ fn vector_keys_at_each_level_through_the_server() {
                 }
             }
 
-            // The vector's own ciphertext still decrypts (reading never changes).
+            // The vector's own ciphertext still decrypts (reading never changes)…
             let r = post(
                 &mut c,
                 &format!("/v1/key/decrypt/{name}"),
                 &json!({ "ciphertext": case["ciphertext_b64"], "context": case["context_b64"] }),
             );
-            assert_eq!(r.status, 200, "{level} {name}: {}", r.text());
-            assert_eq!(r.json()["plaintext"], case["plaintext_b64"]);
+            let binary = case.get("ciphertext_len").is_some();
+            if level == "v0.17" && cipher == "ChaCha20" && binary {
+                // …except what the algorithm-less import cannot keep: a binary ChaCha20
+                // ciphertext names no algorithm, and the key now has none (AES256). The
+                // reason a ChaCha20 import is refused at this level.
+                assert_eq!(r.status, 400, "{level} {name}: {}", r.text());
+            } else {
+                assert_eq!(r.status, 200, "{level} {name}: {}", r.text());
+                assert_eq!(r.json()["plaintext"], case["plaintext_b64"]);
+            }
 
             let context = B64.encode(format!(r#"{{"bucket":"b{i}","object":"o"}}"#));
             let mut deks = Vec::new();
@@ -227,17 +244,20 @@ fn vector_keys_at_each_level_through_the_server() {
                             .collect();
                         assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
                         assert!(text.starts_with(r#"{"aead":""#), "{text}");
-                        assert_eq!(value["id"], case["key_id"]);
+                        assert_eq!(value["id"], key_id.as_str());
                         // Stored without algorithm: the AES form, readable everywhere.
                         assert_eq!(value["aead"], "AES-256-GCM-HMAC-SHA-256");
                     }
                     "2023" => {
                         assert_eq!(ciphertext[0], 0x95);
-                        let id = case["key_id"].as_str().unwrap();
                         assert!(
-                            ciphertext.windows(id.len()).any(|w| w == id.as_bytes()),
-                            "key ID missing"
+                            ciphertext[1..].starts_with(b"\xb1AES256-GCM_SHA256")
+                                || ciphertext[1..].starts_with(b"\xb2XCHACHA20-POLY1305")
                         );
+                        let at = 2 + ciphertext[1] as usize - 0xa0;
+                        assert_eq!(ciphertext[at], 0xd9);
+                        assert_eq!(ciphertext[at + 1], 32);
+                        assert_eq!(&ciphertext[at + 2..at + 34], key_id.as_bytes());
                     }
                     _ => assert_eq!(ciphertext.len(), 32 + 44),
                 }
