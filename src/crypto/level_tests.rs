@@ -327,3 +327,34 @@ fn level_names_parse_exactly() {
         assert_eq!(level.name().parse(), Ok(level));
     }
 }
+
+#[test]
+fn out_of_range_creation_times_become_gos_zero_time_in_json() {
+    for seconds in [i64::MAX / 2, 300_000_000_000, -70_000_000_000] {
+        let message = proto::KeyVersion {
+            key: Some(proto::SecretKey {
+                key: vec![3; 32],
+                r#type: 1,
+            }),
+            hmac_key: Some(proto::HmacKey {
+                key: vec![4; 32],
+                hash: 1,
+            }),
+            created_at: Some(proto::Timestamp { seconds, nanos: 5 }),
+            created_by: String::new(),
+        };
+        let stored = STANDARD.encode(prost::Message::encode_to_vec(&message));
+        let key = KeyVersion::parse(stored.as_bytes()).unwrap();
+        let json = key.encode_for(OldestReader::Y2023);
+        assert!(
+            json.contains(r#""created_at":"0001-01-01T00:00:00Z""#),
+            "{json}"
+        );
+        let again = KeyVersion::parse(json.as_bytes()).unwrap();
+        assert_eq!(again.key_id(), key.key_id());
+    }
+    // In range, the time is kept to the nanosecond.
+    let key = KeyVersion::generate(Cipher::Aes256, "");
+    let again = KeyVersion::parse(key.encode_for(OldestReader::Y2023).as_bytes()).unwrap();
+    assert_eq!(again.created_at_unix(), key.created_at_unix());
+}

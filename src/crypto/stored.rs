@@ -195,7 +195,14 @@ impl KeyVersion {
         if !self.undefined_algorithm {
             let _ = write!(out, r#","algorithm":"{}""#, self.cipher.legacy_name());
         }
-        let _ = write!(out, r#","created_at":"{}""#, self.created_at_rfc3339());
+        // Go's time marshals only years 0 to 9999; a protobuf key (rewritten here for an
+        // older reader) can hold any time. Outside that range, Go's zero time keeps the
+        // value readable by every generation, losing only a creation time no Go wrote.
+        let mut created_at = self.created_at_rfc3339();
+        if timefmt::parse_rfc3339(&created_at).is_none() {
+            created_at = timefmt::format_rfc3339(timefmt::ZERO_TIME_SECS, 0);
+        }
+        let _ = write!(out, r#","created_at":"{created_at}""#);
         if !self.created_by.is_empty() {
             let _ = write!(out, r#","created_by":{created_by}"#);
         }
