@@ -296,7 +296,7 @@ impl StoredForm {
     /// [`StoredForm::Unreadable`].
     pub fn oldest_go_release(self) -> Option<&'static str> {
         match self {
-            Self::JsonWithoutAlgorithm => Some("v0.17.0 (and every release before it)"),
+            Self::JsonWithoutAlgorithm => Some("v0.17.0 (or older)"),
             Self::JsonAlgorithm2022 => Some("v0.19.2 (2022-04-07)"),
             Self::JsonAlgorithm2023 => Some("2023-10-03T00-48-37Z"),
             Self::Protobuf => Some("2024-02-29T08-12-28Z"),
