@@ -39,22 +39,34 @@ fn fs_config(pki: &Pki, name: &str, admin: &Credential, keys: &Path, compat: &st
     )
 }
 
-/// The config value: a YAML number or a string, shown in `/v1/status` and the banner;
-/// an unknown value names the file, the line and the allowed values.
+/// The config value: a YAML number or a string, shown in `/v1/status` and the banner,
+/// and applied to the keys the `keys:` list creates at startup; an unknown value names
+/// the file, the line and the allowed values.
 #[test]
 fn oldest_reader_config_status_and_banner() {
     let pki = Pki::new();
     let admin = pki.client("admin");
     let keys = pki.path("keys");
-    for (compat, shown) in [
+    for (i, (compat, shown)) in [
         ("", "current"),
         ("compat:\n  oldest_reader: 2023\n", "2023"),
         ("compat:\n  oldest_reader: \"2023\"\n", "2023"),
         ("compat:\n  oldest_reader: v0.17\n", "v0.17"),
         ("compat:\n  oldest_reader: current\n", "current"),
-    ] {
-        let config = fs_config(&pki, "config.yml", &admin, &keys, compat);
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let listed = format!("keys:\n  - name: listed-{i}\n{compat}");
+        let config = fs_config(&pki, "config.yml", &admin, &keys, &listed);
         let kes = Kes::start(&pki, &config, &[]);
+        let stored = std::fs::read_to_string(keys.join(format!("listed-{i}"))).unwrap();
+        let form = match shown {
+            "v0.17" => stored.starts_with(r#"{"bytes":""#),
+            "2023" => stored.starts_with(r#"{"version":"v1","bytes":""#),
+            _ => !stored.starts_with('{'),
+        };
+        assert!(form, "{shown}: {stored}");
         let status = kes.client(&admin).get("/v1/status").json();
         assert_eq!(status["oldest_reader"], shown, "{compat}");
         // Every field the status had before is still there.
