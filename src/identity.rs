@@ -20,27 +20,11 @@ pub fn of_spki(spki_der: &[u8]) -> String {
     hex(&Sha256::digest(spki_der))
 }
 
-/// What the server needs to know about one peer certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertInfo {
-    pub identity: String,
-    /// BasicConstraints CA:TRUE. The last Go generation skips such certificates when
-    /// choosing the client's identity.
-    pub is_ca: bool,
-}
-
-/// Reads the identity and CA flag of a DER certificate.
-pub fn of_cert_der(der: &[u8]) -> Result<CertInfo, BadCertificate> {
+/// The identity of a DER certificate: the hash of its public key. Nothing else of the
+/// certificate (subject, issuer, CA flag) takes part.
+pub fn of_cert_der(der: &[u8]) -> Result<String, BadCertificate> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| BadCertificate(e.to_string()))?;
-    let is_ca = cert
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|bc| bc.value.ca);
-    Ok(CertInfo {
-        identity: of_spki(cert.public_key().raw),
-        is_ca,
-    })
+    Ok(of_spki(cert.public_key().raw))
 }
 
 /// Lowercase hex of `bytes`.

@@ -30,8 +30,6 @@ pub mod errors {
     pub const POLICY_NOT_FOUND: (u16, &str) = (404, "policy does not exist");
     pub const IDENTITY_NOT_FOUND: (u16, &str) = (404, "identity does not exist");
     pub const NO_CERTIFICATE: (u16, &str) = (400, "tls: client certificate is required");
-    pub const MANY_CERTIFICATES: (u16, &str) =
-        (400, "tls: received more than one client certificate");
 }
 
 /// Builds the error response for one of [`errors`].
@@ -108,12 +106,10 @@ pub fn preflight(req: &Request, body_len: Option<u64>) -> Result<Routed, Respons
 /// The identity a connection presented, computed once per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerIdentity {
-    /// Exactly one usable client certificate: its identity.
+    /// The identity of the client's leaf certificate (`tls::peer_identity`).
     One(String),
     /// No client certificate.
     Missing,
-    /// More than one non-CA certificate.
-    Ambiguous,
 }
 
 /// Authorizes and runs the routed request.
@@ -137,7 +133,6 @@ pub fn serve(
         (Auth::IdentifyOnly, PeerIdentity::One(id)) => id.as_str(),
         (Auth::IdentifyOnly, _) => "",
         (Auth::Policy, PeerIdentity::Missing) => return fail(errors::NO_CERTIFICATE),
-        (Auth::Policy, PeerIdentity::Ambiguous) => return fail(errors::MANY_CERTIFICATES),
         (Auth::Policy, PeerIdentity::One(id)) => {
             if live.auth.verify(id, &req.path) == Verdict::Denied {
                 log::debug!("denied {} {} for identity {id}", req.method, req.path);
