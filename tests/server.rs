@@ -327,6 +327,21 @@ fn config_errors_name_file_line_and_field() {
             &["config.yml:", "/v1/key/genrate/*", "matches no API path"],
         ),
         (
+            // Go's path.Match refuses this pattern, so a Go server never applied it.
+            "malformed glob",
+            format!(
+                "admin:\n  identity: {}\npolicy:\n  p:\n    allow:\n    - \"/v1/key/generate/[]a]*\"\nkeystore:\n  fs:\n    path: {}\n",
+                admin.identity,
+                keys.display()
+            ),
+            &[
+                "config.yml:9",
+                "/v1/key/generate/[]a]*",
+                "is malformed",
+                "escape it",
+            ],
+        ),
+        (
             "unsupported keystore",
             format!(
                 "admin:\n  identity: {}\nkeystore:\n  vault:\n    endpoint: https://vault\n",

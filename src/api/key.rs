@@ -197,18 +197,25 @@ pub fn describe(ctx: &Ctx) -> Reply {
 /// 1024, and the 2023 SDK reads it as a single empty name).
 ///
 /// The pattern is a name prefix with an optional trailing `*` (`""` and `*` list all);
-/// other wildcards are 2023 globs.
+/// a pattern with other wildcards or an escape (`\`) is a 2023 glob.
 pub fn list(ctx: &Ctx) -> Reply {
     let pattern = ctx.resource;
-    let is_glob = pattern.trim_end_matches('*').contains(['*', '?', '[']);
+    const GLOB: [char; 4] = ['*', '?', '[', '\\'];
+    let is_glob = pattern.trim_end_matches('*').contains(GLOB);
     let prefix = if is_glob {
-        &pattern[..pattern.find(['*', '?', '[']).unwrap_or(pattern.len())]
+        &pattern[..pattern.find(GLOB).unwrap_or(pattern.len())]
     } else {
         pattern.trim_end_matches('*')
     };
+    // A glob must be well formed as Go's path.Match reads it: a Go server refuses a
+    // malformed one, it must never list names under a meaning of kes's own.
     let valid = pattern.len() <= 80
         && prefix.bytes().all(super::valid_name_char)
-        && (is_glob || pattern.strip_suffix('*').unwrap_or(pattern).len() == prefix.len());
+        && if is_glob {
+            crate::policy::check_syntax(pattern).is_ok()
+        } else {
+            pattern.strip_suffix('*').unwrap_or(pattern).len() == prefix.len()
+        };
     if !valid {
         return Err(super::invalid_pattern(pattern));
     }
