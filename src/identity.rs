@@ -42,3 +42,48 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn is_identity(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";
+
+    #[test]
+    fn identities_are_64_hex_digits_of_either_case() {
+        assert!(is_identity(ID));
+        assert!(is_identity(&ID.to_ascii_uppercase()));
+        assert!(is_identity(&"0".repeat(64)));
+        assert!(is_identity(&"f".repeat(64)));
+    }
+
+    #[test]
+    fn everything_else_is_refused() {
+        let mut cases = vec![
+            String::new(),
+            "disabled".to_string(),
+            ID[..63].to_string(),
+            format!("{ID}0"),
+            "abc".to_string(),
+            " ".repeat(64),
+            "g".repeat(64),
+        ];
+        // One bad character at the start, in the middle and at the end.
+        for at in [0, 31, 63] {
+            for bad in ['g', 'x', ' ', '-', ':', 'é'] {
+                let mut s: Vec<char> = ID.chars().collect();
+                s[at] = bad;
+                cases.push(s.into_iter().collect());
+            }
+        }
+        for case in cases {
+            assert!(!is_identity(&case), "{case:?} is no identity");
+        }
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_complete() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff, 0x5a]), "000ff0ff5a");
+    }
+}
