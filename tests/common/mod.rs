@@ -516,6 +516,8 @@ pub fn send_records(stream: &mut Stream, bytes: &[u8]) {
     }
 }
 
+/// Reads one response. A connection closed before its first byte is `UnexpectedEof`
+/// (or the read's own error); one cut after it is `InvalidData`.
 pub fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -546,12 +548,9 @@ pub fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
                 continue;
             }
             while buf.len() < head_len + len {
-                let n = stream.read(&mut chunk)?;
+                let n = stream.read(&mut chunk).map_err(|e| cut(&buf, e))?;
                 if n == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "truncated body",
-                    ));
+                    return Err(cut(&buf, closed()));
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
@@ -561,13 +560,26 @@ pub fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
                 body: buf[head_len..head_len + len].to_vec(),
             });
         }
-        let n = stream.read(&mut chunk)?;
+        let n = stream.read(&mut chunk).map_err(|e| cut(&buf, e))?;
         if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
+            return Err(cut(&buf, closed()));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed")
+}
+
+/// A read error after part of a response arrived: `InvalidData`, a response cut short,
+/// which no test may take for a connection the server closed between responses.
+fn cut(received: &[u8], e: std::io::Error) -> std::io::Error {
+    if received.is_empty() {
+        return e;
+    }
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("response cut after {} bytes: {e}", received.len()),
+    )
 }
