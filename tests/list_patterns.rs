@@ -126,3 +126,59 @@ fn key_list_patterns_answer_as_go_path_match() {
         "{globs} {prefixes} {refused}"
     );
 }
+
+/// Each condition of the key list pattern check refuses on its own: the length, the
+/// characters of the literal prefix, a second trailing star of a prefix, and a glob's
+/// syntax. Policy and identity listings take a prefix with one optional star.
+#[test]
+fn invalid_list_patterns_are_refused_with_400() {
+    let pki = Pki::new();
+    let admin = pki.client("admin");
+    let config = pki.config(
+        "config.yml",
+        &format!(
+            "admin:\n  identity: {}\npolicy:\n  p:\n    allow: [/v1/status]\n    identities: [{}]\nkeystore:\n  fs:\n    path: {}\n",
+            admin.identity,
+            "0".repeat(64),
+            pki.path("keys").display()
+        ),
+    );
+    let kes = Kes::start(&pki, &config, &[]);
+    let mut c = kes.client(&admin);
+    assert_eq!(c.post("/v1/key/create/my-key", b"").status, 200);
+    let long_ok = "a".repeat(80);
+    let long_bad = "a".repeat(81);
+    for (pattern, status) in [
+        (long_ok.as_str(), 200),
+        (long_bad.as_str(), 400),
+        ("my-key", 200),
+        ("my-key*", 200),
+        ("my-key**", 400),
+        ("my%2Ekey", 400), // '.'
+        ("my%2Ek*", 400),
+        ("my-*y", 200),   // a glob
+        ("my%2E*y", 400), // a glob whose literal prefix is no name
+        ("my-%5B", 400),  // '[': an unclosed class
+        ("my-%5Bk%5D*", 200),
+    ] {
+        let resp = c.get(&format!("{PREFIX}{pattern}"));
+        assert_eq!(resp.status, status, "{pattern}: {}", resp.text());
+        if status == 400 {
+            assert!(resp.message().contains("is invalid"), "{}", resp.message());
+        }
+    }
+    for route in ["/v1/policy/list/", "/v1/identity/list/"] {
+        for (pattern, status) in [
+            ("", 200),
+            ("*", 200),
+            ("p*", 200),
+            ("p**", 400),
+            ("p%2E", 400),
+            (long_ok.as_str(), 200),
+            (long_bad.as_str(), 400),
+        ] {
+            let resp = c.get(&format!("{route}{pattern}"));
+            assert_eq!(resp.status, status, "{route}{pattern}: {}", resp.text());
+        }
+    }
+}
