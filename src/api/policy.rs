@@ -49,6 +49,15 @@ pub fn rules_object(rules: &[crate::policy::Rule]) -> Value {
     )
 }
 
+/// Rules as the 2023 servers wrote them: a list of the rules as written.
+pub fn rules_list(rules: &[crate::policy::Rule]) -> Value {
+    Value::Array(rules.iter().map(|r| json!(r.text)).collect())
+}
+
+/// Answers the last release's shape: `allow`/`deny` as objects of rules. The 2023 SDK
+/// decodes lists there and fails on it; the two SDKs send byte-identical requests and
+/// no document decodes in both, and both Go generations served their own SDK here, so
+/// the last release wins (docs/compatibility.md).
 pub fn read(ctx: &Ctx) -> Reply {
     let policy = lookup(ctx)?;
     let mut body = json!({ "name": policy.name });
