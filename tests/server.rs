@@ -95,14 +95,20 @@ fn admin_may_call_everything_and_apps_only_what_their_policy_allows() {
         assert_eq!(resp.status, 200, "admin {path}: {}", resp.text());
     }
     let read = a.get("/v1/policy/read/my-app").json();
-    assert!(
-        read["allow"].get("/v1/key/create/my-app*").is_some(),
+    // The 2023 shape: the rules as written, in order (docs/compatibility.md).
+    assert_eq!(
+        read["allow"],
+        serde_json::json!([
+            "/v1/key/create/my-app*",
+            "/v1/key/generate/my-app*",
+            "/v1/policy/*",
+            "/v1/status"
+        ]),
         "{read}"
     );
-    assert!(
-        read["deny"]
-            .get("/v1/key/generate/my-app-internal*")
-            .is_some(),
+    assert_eq!(
+        read["deny"],
+        serde_json::json!(["/v1/key/generate/my-app-internal*", "/v1/policy/read/*"]),
         "{read}"
     );
 

@@ -70,6 +70,20 @@ impl Routed {
     pub fn resource<'r>(&self, req: &'r Request) -> &'r str {
         &req.path[self.resource_start..]
     }
+
+    /// The path the caller's policy is checked against. A listing asked for without
+    /// its trailing slash (`/v1/key/list`, as the last SDK sends) is the empty pattern
+    /// of its route and is judged as `/v1/key/list/`: the path the Go servers redirect
+    /// it to and then check. So `/v1/key/list/*` admits it exactly as it did there, and
+    /// a narrower rule such as `/v1/key/list/my-app*` does not.
+    pub fn policy_path<'r>(&self, req: &'r Request) -> &'r str {
+        let route = self.route();
+        if route.is_prefix() && !req.path.starts_with(route.path) {
+            route.path
+        } else {
+            &req.path
+        }
+    }
 }
 
 /// Checks a request head: the route exists, the method fits, the announced body is
@@ -134,7 +148,7 @@ pub fn serve(
         (Auth::IdentifyOnly, _) => "",
         (Auth::Policy, PeerIdentity::Missing) => return fail(errors::NO_CERTIFICATE),
         (Auth::Policy, PeerIdentity::One(id)) => {
-            if live.auth.verify(id, &req.path) == Verdict::Denied {
+            if live.auth.verify(id, routed.policy_path(req)) == Verdict::Denied {
                 log::debug!("denied {} {} for identity {id}", req.method, req.path);
                 return fail(errors::NOT_ALLOWED);
             }
