@@ -330,9 +330,7 @@ mod tests {
         let pem = vectors["certificates"][0]["pem"].as_str().unwrap();
         let (_, block) = parse_x509_pem(pem.as_bytes()).unwrap();
         assert_eq!(
-            crate::identity::of_cert_der(&block.contents)
-                .unwrap()
-                .identity,
+            crate::identity::of_cert_der(&block.contents).unwrap(),
             key.identity()
         );
     }
@@ -370,7 +368,7 @@ mod tests {
         let cert = key.client_certificate().unwrap();
         let (_, parsed) = X509Certificate::from_der(&cert.der).unwrap();
         assert_eq!(
-            crate::identity::of_cert_der(&cert.der).unwrap().identity,
+            crate::identity::of_cert_der(&cert.der).unwrap(),
             key.identity()
         );
         let cn = parsed

@@ -20,27 +20,11 @@ pub fn of_spki(spki_der: &[u8]) -> String {
     hex(&Sha256::digest(spki_der))
 }
 
-/// What the server needs to know about one peer certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertInfo {
-    pub identity: String,
-    /// BasicConstraints CA:TRUE. The last Go generation skips such certificates when
-    /// choosing the client's identity.
-    pub is_ca: bool,
-}
-
-/// Reads the identity and CA flag of a DER certificate.
-pub fn of_cert_der(der: &[u8]) -> Result<CertInfo, BadCertificate> {
+/// The identity of a DER certificate: the hash of its public key. Nothing else of the
+/// certificate (subject, issuer, CA flag) takes part.
+pub fn of_cert_der(der: &[u8]) -> Result<String, BadCertificate> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| BadCertificate(e.to_string()))?;
-    let is_ca = cert
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|bc| bc.value.ca);
-    Ok(CertInfo {
-        identity: of_spki(cert.public_key().raw),
-        is_ca,
-    })
+    Ok(of_spki(cert.public_key().raw))
 }
 
 /// Lowercase hex of `bytes`.
@@ -57,4 +41,49 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Whether `s` looks like an identity: 64 lowercase or uppercase hex digits.
 pub fn is_identity(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";
+
+    #[test]
+    fn identities_are_64_hex_digits_of_either_case() {
+        assert!(is_identity(ID));
+        assert!(is_identity(&ID.to_ascii_uppercase()));
+        assert!(is_identity(&"0".repeat(64)));
+        assert!(is_identity(&"f".repeat(64)));
+    }
+
+    #[test]
+    fn everything_else_is_refused() {
+        let mut cases = vec![
+            String::new(),
+            "disabled".to_string(),
+            ID[..63].to_string(),
+            format!("{ID}0"),
+            "abc".to_string(),
+            " ".repeat(64),
+            "g".repeat(64),
+        ];
+        // One bad character at the start, in the middle and at the end.
+        for at in [0, 31, 63] {
+            for bad in ['g', 'x', ' ', '-', ':', 'é'] {
+                let mut s: Vec<char> = ID.chars().collect();
+                s[at] = bad;
+                cases.push(s.into_iter().collect());
+            }
+        }
+        for case in cases {
+            assert!(!is_identity(&case), "{case:?} is no identity");
+        }
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_complete() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff, 0x5a]), "000ff0ff5a");
+    }
 }

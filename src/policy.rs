@@ -39,8 +39,8 @@ impl Rule {
                 "policy rule '{text}' must be an API path starting with '/', e.g. /v1/key/generate/my-app*"
             ));
         }
-        if let Err(e) = check_syntax(text.as_bytes()) {
-            return Err(format!("policy rule '{text}': {e}"));
+        if let Err(e) = check_syntax(text) {
+            return Err(format!("policy rule '{text}' is malformed: it {e}"));
         }
         let pattern = match ROUTES
             .iter()
@@ -76,7 +76,15 @@ impl<'de> Deserialize<'de> for Rule {
     }
 }
 
-fn check_syntax(p: &[u8]) -> Result<(), &'static str> {
+/// Checks a pattern's syntax as Go's `path.Match` does: a Go server refuses (never
+/// applies) a malformed pattern, so kes must not give one a meaning of its own.
+pub fn check_syntax(pattern: &str) -> Result<(), &'static str> {
+    let p = pattern.as_bytes();
+    if !pattern.is_ascii() {
+        // API paths are ASCII, so such a rule could never match; Go's matcher would also
+        // read multi-byte characters where this one reads bytes.
+        return Err("contains a character that is not ASCII");
+    }
     let mut i = 0;
     while i < p.len() {
         match p[i] {
@@ -86,60 +94,61 @@ fn check_syntax(p: &[u8]) -> Result<(), &'static str> {
                 }
                 i += 2;
             }
-            b'[' => i = class_end(p, i).ok_or("has an unclosed '[' character class")?,
+            b'[' => i = class(p, i, 0)?.0,
             _ => i += 1,
         }
     }
     Ok(())
 }
 
-/// Index just past the class starting at `p[start] == '['`, if it is well formed.
-fn class_end(p: &[u8], start: usize) -> Option<usize> {
-    let mut i = start + 1;
-    if p.get(i) == Some(&b'^') {
-        i += 1;
-    }
-    let mut first = true;
-    loop {
-        match *p.get(i)? {
-            b']' if !first => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-        first = false;
-    }
-}
+const UNCLOSED_CLASS: &str = "has an unclosed '[' character class";
 
-/// Whether the class `p[start..end]` admits `c`.
-fn class_admits(p: &[u8], start: usize, end: usize, c: u8) -> bool {
+/// Reads the character class at `p[start] == '['` with Go's grammar: `[`, an optional
+/// `^`, one or more ranges `c` or `lo-hi`, `]`. Returns the index just past the `]` and
+/// whether the class admits `c`. Go refuses what POSIX would accept: an empty class
+/// (`[]`, `[^]`), a `]` first (`[]a]`), a `-` at either end (`[-a]`, `[a-]`).
+fn class(p: &[u8], start: usize, c: u8) -> Result<(usize, bool), &'static str> {
     let mut i = start + 1;
-    let negated = p[i] == b'^';
+    let negated = p.get(i) == Some(&b'^');
     if negated {
         i += 1;
     }
-    let mut hit = false;
-    let close = end - 1;
-    while i < close {
-        let mut lo = p[i];
-        if lo == b'\\' {
-            i += 1;
-            lo = p[i];
+    let mut admitted = false;
+    let mut ranges = 0;
+    loop {
+        if ranges > 0 && p.get(i) == Some(&b']') {
+            return Ok((i + 1, admitted != negated));
         }
-        i += 1;
-        let mut hi = lo;
-        if i + 1 < close && p[i] == b'-' {
-            hi = p[i + 1];
-            if hi == b'\\' && i + 2 < close {
-                hi = p[i + 2];
-                i += 1;
-            }
-            i += 2;
-        }
-        if lo <= c && c <= hi {
-            hit = true;
-        }
+        let (lo, next) = class_char(p, i)?;
+        let (hi, next) = if p[next] == b'-' {
+            class_char(p, next + 1)?
+        } else {
+            (lo, next)
+        };
+        admitted |= lo <= c && c <= hi;
+        ranges += 1;
+        i = next;
     }
-    hit != negated
+}
+
+/// One end of a class range at `p[i]`: any character but `-` and `]`, or an escaped one.
+/// The class must go on after it. Returns the character and the index after it.
+fn class_char(p: &[u8], mut i: usize) -> Result<(u8, usize), &'static str> {
+    match p.get(i) {
+        None => return Err(UNCLOSED_CLASS),
+        Some(b'-' | b']') => {
+            return Err(
+                "has a '-' or ']' where a character class expects a character; escape it with '\\'",
+            );
+        }
+        Some(b'\\') => i += 1,
+        Some(_) => {}
+    }
+    let c = *p.get(i).ok_or(UNCLOSED_CLASS)?;
+    if i + 1 >= p.len() {
+        return Err(UNCLOSED_CLASS);
+    }
+    Ok((c, i + 1))
 }
 
 /// Glob match of pattern `p` against text `t`. With `open_end`, `t` continues with a
@@ -199,11 +208,9 @@ impl Glob<'_> {
             }
             _ if t.is_empty() => false,
             b'?' => t[0] != b'/' && self.at(pi + 1, ti + 1),
-            b'[' => match class_end(p, 0) {
-                Some(end) => {
-                    t[0] != b'/' && class_admits(p, 0, end, t[0]) && self.at(pi + end, ti + 1)
-                }
-                None => false,
+            b'[' => match class(p, 0, t[0]) {
+                Ok((end, admitted)) => t[0] != b'/' && admitted && self.at(pi + end, ti + 1),
+                Err(_) => false,
             },
             b'\\' => p.len() > 1 && p[1] == t[0] && self.at(pi + 2, ti + 1),
             c => c == t[0] && self.at(pi + 1, ti + 1),
@@ -219,10 +226,13 @@ fn can_match_some_name(p: &[u8]) -> bool {
             b'*' => i += 1,
             b'?' => i += 1,
             b'[' => {
-                let Some(end) = class_end(p, i) else {
+                let admits_a_name_char = (0u8..128).any(|c| {
+                    valid_name_char(c) && class(p, i, c).is_ok_and(|(_, admitted)| admitted)
+                });
+                let Ok((end, _)) = class(p, i, 0) else {
                     return false;
                 };
-                if !(0u8..128).any(|c| valid_name_char(c) && class_admits(p, i, end, c)) {
+                if !admits_a_name_char {
                     return false;
                 }
                 i = end;
@@ -334,6 +344,9 @@ impl Authorizer {
         out
     }
 }
+
+#[cfg(test)]
+mod vectors;
 
 #[cfg(test)]
 mod tests {

@@ -55,6 +55,9 @@ pub struct State {
     pub started: Instant,
     /// Start time as (Unix seconds, nanoseconds): the `created_at` of policies and identities.
     pub started_at: (i64, u32),
+    /// Held while a new [`Live`] is made and swapped in (SIGHUP, renewed certificates),
+    /// so that one reload never overwrites another with an older config.
+    pub reloading: std::sync::Mutex<()>,
 }
 
 impl State {
@@ -65,6 +68,7 @@ impl State {
             gauges: Arc::default(),
             started: Instant::now(),
             started_at: crate::timefmt::now(),
+            reloading: std::sync::Mutex::default(),
         }
     }
 
@@ -76,6 +80,19 @@ impl State {
     /// Replaces the config-derived state (SIGHUP).
     pub fn replace_live(&self, live: Live) {
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+    }
+
+    /// Builds the TLS config anew from the running config's files and swaps it in with
+    /// everything else unchanged. An error keeps the running one.
+    pub fn reload_tls(
+        &self,
+        build: fn(&Config) -> Result<Arc<rustls::ServerConfig>, String>,
+    ) -> Result<(), String> {
+        let _reloading = crate::sync::lock(&self.reloading);
+        let config = self.live().config.clone();
+        let tls = build(&config)?;
+        self.replace_live(Live::new(config, tls));
+        Ok(())
     }
 
     pub fn started_rfc3339(&self) -> String {

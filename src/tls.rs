@@ -176,30 +176,24 @@ fn check_server_sans(path: &Path, leaf: &CertificateDer) -> Result<(), String> {
     }
 }
 
-/// Chooses the identity of a connection from its peer certificates: a single
-/// certificate is used even if it is a CA (2023 servers); of several, the CA
-/// certificates are skipped and exactly one must remain (last release).
+/// The identity of a connection: always the leaf's, the first certificate the client
+/// sent. Only the leaf's key signed the handshake (CertificateVerify), so only the leaf
+/// says who holds the connection; every other certificate of a chain is public data that
+/// anybody who has seen it can append. The Go releases of 2023 and 2025 skipped CA
+/// certificates among several and took the identity of the remaining one: a client could
+/// then send a CA-flagged leaf of its own followed by the admin's public certificate and
+/// be the admin without its private key (docs/compatibility.md).
+///
+/// A CA-flagged leaf is its own identity: the client proved it holds that key. With
+/// `auth: on`, chain verification refuses such a leaf before this is reached.
+///
+/// On a resumed session rustls returns the chain stored with the session, the one that
+/// was verified when the session was made, so a resumed connection keeps that identity.
 pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> PeerIdentity {
-    let certs = match certs {
-        Some(certs) if !certs.is_empty() => certs,
-        _ => return PeerIdentity::Missing,
-    };
-    let infos: Vec<_> = certs
-        .iter()
-        .filter_map(|c| crate::identity::of_cert_der(c).ok())
-        .collect();
-    if certs.len() == 1 {
-        return match infos.into_iter().next() {
-            Some(info) => PeerIdentity::One(info.identity),
-            None => PeerIdentity::Missing,
-        };
-    }
-    let mut leaves = infos.into_iter().filter(|i| !i.is_ca);
-    match (leaves.next(), leaves.next()) {
-        (Some(one), None) => PeerIdentity::One(one.identity),
-        (None, _) => PeerIdentity::Missing,
-        (Some(_), Some(_)) => PeerIdentity::Ambiguous,
-    }
+    certs
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| crate::identity::of_cert_der(leaf).ok())
+        .map_or(PeerIdentity::Missing, PeerIdentity::One)
 }
 
 /// `tls.auth: off`: any client certificate is accepted (its identity decides), but the

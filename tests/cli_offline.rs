@@ -127,7 +127,7 @@ fn tutorial_app_identity_and_identity_of() {
 
     // APP_IDENTITY=$(kes tool identity of app.cert): just the identity, no newline.
     let identity = ok(kes_in(&dir.0, ["tool", "identity", "of", "app.cert"], &[]));
-    assert_eq!(identity, kes::identity::of_cert_der(&der).unwrap().identity);
+    assert_eq!(identity, kes::identity::of_cert_der(&der).unwrap());
     assert_eq!(identity.len(), 64);
 
     // The same through the new command, and from standard input.

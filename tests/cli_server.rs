@@ -247,6 +247,9 @@ fn status_identities_policies_and_listings_over_mtls() {
         serde_json::from_str(&ok(kes_in(dir, ["identity", "info", "-k"], &app))).unwrap();
     assert_eq!(me["identity"], setup.app_identity.as_str());
     assert_eq!(me["policy"], "my-app");
+    // The server answers the 2023 shape (rules as lists under `policy`); the CLI shows
+    // them as the last release's rule objects.
+    assert!(me["allow"]["/v1/key/create/my-app*"].is_object(), "{me}");
     let message = fails(kes_in(dir, ["status", "-k"], &app));
     assert!(
         message.contains("not authorized") && message.contains(&setup.app_identity),

@@ -422,12 +422,24 @@ fn sighup_under_load_fails_no_request() {
         &failures[..failures.len().min(5)]
     );
     assert_eq!(done.load(Ordering::Relaxed), 5000);
+    let mut fresh = kes.client(&app);
     assert_eq!(
-        kes.client(&app).get("/v1/api").status,
+        fresh.get("/v1/api").status,
         200,
         "the new policy is in force"
     );
     assert!(kes.stderr().contains("reloaded"), "{}", kes.stderr());
+    // New connections are served the new certificate.
+    let served = fresh.stream().conn.peer_certificates().unwrap()[0].clone();
+    let written =
+        rustls_pemfile::certs(&mut std::fs::read(pki.path("server.cert")).unwrap().as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        served, written,
+        "new connections get the reloaded certificate"
+    );
 }
 
 /// SIGTERM in the middle of a run: requests in flight complete, new connections are
@@ -453,8 +465,9 @@ fn sigterm_under_load_completes_requests_in_flight() {
                                 return;
                             }
                         }
-                        // A response that started must never be cut; a refused or closed
-                        // connection after shutdown is expected.
+                        // A response that started must never be cut (read_response says
+                        // InvalidData then, for a cut head or body alike); a refused or
+                        // closed connection after shutdown is expected.
                         Ok(r) => panic!("unexpected status {}", r.status),
                         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                             broken.fetch_add(1, Ordering::Relaxed);
@@ -502,9 +515,17 @@ fn no_secret_reaches_a_log_or_an_error() {
     );
     let kes = Kes::start(&pki, &path, &[]);
     let mut c = kes.client(&admin);
-    let master = B64.encode(b"kes-test-master-key-0123456789ab");
+    let raw_master = b"kes-test-master-key-0123456789ab";
+    let master = B64.encode(raw_master);
     let marker = B64.encode(b"a plaintext nobody may see");
-    let mut secrets = vec![master.clone(), marker.clone()];
+    // The key as imported, as its raw bytes (ASCII here) and as hex in either case.
+    let mut secrets = vec![
+        master.clone(),
+        marker.clone(),
+        String::from_utf8(raw_master.to_vec()).unwrap(),
+        kes::identity::hex(raw_master),
+        kes::identity::hex(raw_master).to_ascii_uppercase(),
+    ];
     assert_eq!(
         c.post(
             "/v1/key/import/imported",
@@ -516,7 +537,11 @@ fn no_secret_reaches_a_log_or_an_error() {
     assert_eq!(c.post("/v1/key/create/created", b"").status, 200);
     for name in ["imported", "created"] {
         let dek = c.post(&format!("/v1/key/generate/{name}"), b"{}").json();
-        secrets.push(dek["plaintext"].as_str().unwrap().to_string());
+        let plaintext = dek["plaintext"].as_str().unwrap().to_string();
+        let dek_hex = kes::identity::hex(&B64.decode(&plaintext).unwrap());
+        secrets.push(plaintext);
+        secrets.push(dek_hex.to_ascii_uppercase());
+        secrets.push(dek_hex);
         secrets.push(dek["ciphertext"].as_str().unwrap().to_string());
         let ct = c
             .post(
@@ -546,7 +571,21 @@ fn no_secret_reaches_a_log_or_an_error() {
     let stored = std::fs::read_to_string(pki.path("keys").join("created")).unwrap();
     secrets.push(stored);
     assert_eq!(kes.client(&app).get("/v1/status").status, 403);
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait for the audit line of that last request: every earlier line is out by then.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !kes
+        .stdout
+        .lock()
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(&app.identity) && l.contains("/v1/status"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no audit line for the last request"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (out, err) = (kes.stdout.lock().unwrap().clone(), kes.stderr());
     assert!(
         out.lines().count() >= 10,

@@ -98,8 +98,17 @@ fn key_lifecycle() {
         assert_eq!(out.status, 200, "{}", out.text());
         assert_eq!(out.json()["plaintext"], plaintext.as_str());
     }
-    // generate without any body.
-    assert_eq!(c.post("/v1/key/generate/my-key", b"").status, 200);
+    // generate without any body: a DEK like any other.
+    let dek = c.post("/v1/key/generate/my-key", b"");
+    assert_eq!(dek.status, 200, "{}", dek.text());
+    let plaintext = dek.json()["plaintext"].as_str().unwrap().to_string();
+    assert_eq!(B64.decode(&plaintext).unwrap().len(), 32);
+    let out = post_json(
+        &mut c,
+        "/v1/key/decrypt/my-key",
+        &json!({ "ciphertext": dek.json()["ciphertext"] }),
+    );
+    assert_eq!(out.json()["plaintext"], plaintext.as_str());
 
     // encrypt → decrypt.
     let ct = post_json(
@@ -360,7 +369,13 @@ fn listing_3000_keys_returns_all_and_keys_survive_a_restart() {
         let r = c.get(&format!("/v1/key/describe/go-key-{i}"));
         assert_eq!(r.status, 200, "go-key-{i}: {}", r.text());
     }
-    let dek = post_json(&mut c, "/v1/key/generate/go-key-0", &json!({})).json();
+    let dek = post_json(&mut c, "/v1/key/generate/go-key-0", &json!({}));
+    assert_eq!(dek.status, 200, "{}", dek.text());
+    let dek = dek.json();
+    assert!(
+        dek["plaintext"].is_string() && dek["ciphertext"].is_string(),
+        "{dek}"
+    );
     drop(c);
     kes.signal(libc::SIGTERM);
     kes.wait_exit(std::time::Duration::from_secs(5))
@@ -373,6 +388,7 @@ fn listing_3000_keys_returns_all_and_keys_survive_a_restart() {
         "/v1/key/decrypt/go-key-0",
         &json!({ "ciphertext": dek["ciphertext"] }),
     );
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["plaintext"], dek["plaintext"]);
 }
 
@@ -499,6 +515,28 @@ fn keys_section_creates_keys_before_serving_and_failures_stop_startup() {
     assert_eq!(c.get("/v1/key/describe/my-first-key").status, 200);
     assert_eq!(c.get("/v1/key/describe/my-second-key").status, 200);
     drop(kes);
+
+    // A listed key the keystore cannot create stops startup with an error naming the
+    // key, and nothing of it is written.
+    let s = setup("keys:\n- name: my-first-key\n- name: \"my doomed key\"\n");
+    let err = match Kes::try_start(&s.pki, &s.config, &[]) {
+        Ok(_) => panic!("kes started although a listed key could not be created"),
+        Err(err) => err,
+    };
+    assert!(err.contains("exited with"), "{err}");
+    assert!(
+        err.contains("my doomed key"),
+        "message does not name the key: {err}"
+    );
+    let written: Vec<_> = std::fs::read_dir(&s.keys_dir)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !written
+            .iter()
+            .any(|n| n.to_string_lossy().contains("doomed")),
+        "{written:?}"
+    );
 }
 
 #[test]
@@ -539,15 +577,28 @@ fn policies_apply_to_key_routes_by_name() {
     assert_eq!(m.post("/v1/key/create/minio-key", b"").status, 200);
     let dek = m.post("/v1/key/generate/minio-key", b"{}").json();
     let items = json!([{ "ciphertext": dek["ciphertext"] }]);
-    assert_eq!(
-        m.post(
-            "/v1/key/bulk/decrypt/minio-key",
-            items.to_string().as_bytes()
-        )
-        .status,
-        200
+    let bulk = m.post(
+        "/v1/key/bulk/decrypt/minio-key",
+        items.to_string().as_bytes(),
     );
-    assert_eq!(m.get("/v1/key/list/*").status, 200);
+    assert_eq!(bulk.status, 200, "{}", bulk.text());
+    assert_eq!(bulk.json(), json!([{ "plaintext": dek["plaintext"] }]));
+    let list = m.get("/v1/key/list/*");
+    assert_eq!(list.status, 200, "{}", list.text());
+    let listed: HashSet<String> = list
+        .text()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        HashSet::from(["my-app-key".to_string(), "minio-key".to_string()])
+    );
     assert_eq!(m.post("/v1/key/create/my-app-internal-1", b"").status, 403);
     assert_eq!(
         m.post("/v1/key/generate/my-app-internal-1", b"{}").status,

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::policy::rules_object;
+use super::policy::rules_list;
 use super::routes::Reply;
 use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
 use crate::http::Response;
@@ -64,10 +64,14 @@ pub fn list(ctx: &Ctx) -> Reply {
     Ok(super::ndjson(entries))
 }
 
-/// Describes the caller. For non-admins the last release answers 404 by mistake (it
-/// looks up the empty resource). The answer here is the one shape both SDK generations
-/// decode: the 2023 SDK reads `policy_name`, the last one the `allow`/`deny` maps; a
-/// `policy` field would break one of them whichever type it had.
+/// Describes the caller, in the shape of the 2023 servers: `policy_name`, and `policy`
+/// as an object with the rules as lists. 2023 MinIO reads `policy.allow` at startup to
+/// decide whether to use bulk decryption. The last SDK reads `policy` as the name and
+/// cannot decode this answer; the two SDKs send byte-identical requests, so no answer
+/// serves both. The 2023 shape wins because the last release never served this route
+/// to a non-admin (it looks up the empty resource and answers 404) and its own answer
+/// would carry `policy` as an object too. The admin answer, without `policy`, is read
+/// by both SDKs. docs/compatibility.md records the choice.
 pub fn self_describe(ctx: &Ctx) -> Reply {
     let id = ctx.identity;
     let created_at = ctx.state.started_rfc3339();
@@ -80,14 +84,24 @@ pub fn self_describe(ctx: &Ctx) -> Reply {
     let Some(policy) = ctx.live.auth.policy_of(id) else {
         return Err(fail(errors::IDENTITY_NOT_FOUND));
     };
-    let mut body = json!({ "identity": id, "policy_name": policy.name });
+    let created_by = ctx.live.auth.admin.clone().unwrap_or_default();
+    let mut inline = json!({});
     if !policy.allow.is_empty() {
-        body["allow"] = rules_object(&policy.allow);
+        inline["allow"] = rules_list(&policy.allow);
     }
     if !policy.deny.is_empty() {
-        body["deny"] = rules_object(&policy.deny);
+        inline["deny"] = rules_list(&policy.deny);
     }
-    body["created_at"] = json!(created_at);
-    body["created_by"] = json!(ctx.live.auth.admin.clone().unwrap_or_default());
-    Ok(Response::json(200, &body))
+    inline["created_at"] = json!(created_at);
+    inline["created_by"] = json!(created_by);
+    Ok(Response::json(
+        200,
+        &json!({
+            "identity": id,
+            "policy_name": policy.name,
+            "created_at": created_at,
+            "created_by": created_by,
+            "policy": inline,
+        }),
+    ))
 }

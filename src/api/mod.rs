@@ -30,8 +30,6 @@ pub mod errors {
     pub const POLICY_NOT_FOUND: (u16, &str) = (404, "policy does not exist");
     pub const IDENTITY_NOT_FOUND: (u16, &str) = (404, "identity does not exist");
     pub const NO_CERTIFICATE: (u16, &str) = (400, "tls: client certificate is required");
-    pub const MANY_CERTIFICATES: (u16, &str) =
-        (400, "tls: received more than one client certificate");
 }
 
 /// Builds the error response for one of [`errors`].
@@ -72,6 +70,20 @@ impl Routed {
     pub fn resource<'r>(&self, req: &'r Request) -> &'r str {
         &req.path[self.resource_start..]
     }
+
+    /// The path the caller's policy is checked against. A listing asked for without
+    /// its trailing slash (`/v1/key/list`, as the last SDK sends) is the empty pattern
+    /// of its route and is judged as `/v1/key/list/`: the path the Go servers redirect
+    /// it to and then check. So `/v1/key/list/*` admits it exactly as it did there, and
+    /// a narrower rule such as `/v1/key/list/my-app*` does not.
+    pub fn policy_path<'r>(&self, req: &'r Request) -> &'r str {
+        let route = self.route();
+        if route.is_prefix() && !req.path.starts_with(route.path) {
+            route.path
+        } else {
+            &req.path
+        }
+    }
 }
 
 /// Checks a request head: the route exists, the method fits, the announced body is
@@ -108,12 +120,10 @@ pub fn preflight(req: &Request, body_len: Option<u64>) -> Result<Routed, Respons
 /// The identity a connection presented, computed once per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerIdentity {
-    /// Exactly one usable client certificate: its identity.
+    /// The identity of the client's leaf certificate (`tls::peer_identity`).
     One(String),
     /// No client certificate.
     Missing,
-    /// More than one non-CA certificate.
-    Ambiguous,
 }
 
 /// Authorizes and runs the routed request.
@@ -137,9 +147,8 @@ pub fn serve(
         (Auth::IdentifyOnly, PeerIdentity::One(id)) => id.as_str(),
         (Auth::IdentifyOnly, _) => "",
         (Auth::Policy, PeerIdentity::Missing) => return fail(errors::NO_CERTIFICATE),
-        (Auth::Policy, PeerIdentity::Ambiguous) => return fail(errors::MANY_CERTIFICATES),
         (Auth::Policy, PeerIdentity::One(id)) => {
-            if live.auth.verify(id, &req.path) == Verdict::Denied {
+            if live.auth.verify(id, routed.policy_path(req)) == Verdict::Denied {
                 log::debug!("denied {} {} for identity {id}", req.method, req.path);
                 return fail(errors::NOT_ALLOWED);
             }

@@ -1,6 +1,6 @@
 //! Policy routes: policies come from the config file and are read-only here.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::routes::Reply;
 use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
@@ -39,27 +39,24 @@ pub fn describe(ctx: &Ctx) -> Reply {
     ))
 }
 
-/// Rules as the last release writes them: object keys with empty-object values.
-pub fn rules_object(rules: &[crate::policy::Rule]) -> Value {
-    Value::Object(
-        rules
-            .iter()
-            .map(|r| (r.text.clone(), json!({})))
-            .collect::<Map<_, _>>(),
-    )
+/// Rules as the 2023 servers wrote them: a list of the rules as written.
+pub fn rules_list(rules: &[crate::policy::Rule]) -> Value {
+    Value::Array(rules.iter().map(|r| json!(r.text)).collect())
 }
 
+/// Answers the 2023 shape: `allow`/`deny` as lists of the rules as written. 2023 MinIO
+/// reads this route through the 2023 SDK (`mc admin kms policy info`); 2025 MinIO never
+/// calls it. The last SDK decodes maps there, but the two send identical requests and
+/// no document decodes in both, so the shape MinIO reads wins (docs/compatibility.md).
 pub fn read(ctx: &Ctx) -> Reply {
     let policy = lookup(ctx)?;
-    let mut body = json!({ "name": policy.name });
-    if !policy.allow.is_empty() {
-        body["allow"] = rules_object(&policy.allow);
-    }
-    if !policy.deny.is_empty() {
-        body["deny"] = rules_object(&policy.deny);
-    }
-    body["created_at"] = json!(ctx.state.started_rfc3339());
-    body["created_by"] = json!(created_by(ctx));
+    let body = json!({
+        "name": policy.name,
+        "allow": rules_list(&policy.allow),
+        "deny": rules_list(&policy.deny),
+        "created_at": ctx.state.started_rfc3339(),
+        "created_by": created_by(ctx),
+    });
     Ok(Response::json(200, &body))
 }
 

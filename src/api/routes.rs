@@ -164,7 +164,9 @@ pub fn lookup(path: &str) -> Lookup<'_> {
                 return Lookup::Found(i, resource);
             }
             if path.len() + 1 == route.path.len() && route.path.starts_with(path) {
-                // The SDKs list with an empty prefix as `/v1/key/list`: serve it.
+                // The last SDK lists with an empty prefix as `/v1/key/list`: serve it
+                // as the empty pattern (the policy judges the slash form, as the Go
+                // servers did after their redirect: `Routed::policy_path`).
                 if route.path.ends_with("/list/") {
                     return Lookup::Found(i, "");
                 }

@@ -475,8 +475,7 @@ fn load_key_pair(key_path: &str, cert_path: &str) -> Result<(ClientCert, String)
         )));
     };
     let identity = crate::identity::of_cert_der(leaf.der())
-        .map_err(|e| Exit::Error(format!("reading certificate file '{cert_path}': {e}")))?
-        .identity;
+        .map_err(|e| Exit::Error(format!("reading certificate file '{cert_path}': {e}")))?;
 
     let key_pem = Zeroizing::new(
         std::fs::read(key_path)

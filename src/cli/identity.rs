@@ -131,10 +131,10 @@ fn recognize_pem(pem: &[u8], filename: &str) -> Result<Recognized, Exit> {
     for item in rustls_pemfile::read_all(&mut &pem[..]) {
         match item {
             Ok(rustls_pemfile::Item::X509Certificate(der)) => {
-                let info = crate::identity::of_cert_der(&der).map_err(|e| {
+                let identity = crate::identity::of_cert_der(&der).map_err(|e| {
                     Exit::Error(format!("failed to parse certificate in '{filename}': {e}"))
                 })?;
-                return Ok(Recognized::Identity(info.identity));
+                return Ok(Recognized::Identity(identity));
             }
             Ok(rustls_pemfile::Item::Pkcs8Key(der)) => {
                 return ApiKey::from_pkcs8_der(der.secret_pkcs8_der())

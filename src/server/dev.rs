@@ -45,9 +45,7 @@ impl Dev {
             .push(DnType::CommonName, "kes-dev-admin");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = params.self_signed(&admin_key).map_err(|e| e.to_string())?;
-        let admin = crate::identity::of_cert_der(admin_cert.der())
-            .map_err(|e| e.to_string())?
-            .identity;
+        let admin = crate::identity::of_cert_der(admin_cert.der()).map_err(|e| e.to_string())?;
 
         write_private(&dir.join("server.key"), &server_key.serialize_pem())?;
         write_private(&dir.join("server.cert"), &server_cert.pem())?;

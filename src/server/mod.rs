@@ -14,6 +14,7 @@
 
 mod conn;
 mod dev;
+mod renew;
 pub mod run;
 
 use std::net::TcpListener;

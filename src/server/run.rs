@@ -190,7 +190,11 @@ fn run(flags: Flags) -> Result<(), String> {
 
     match &dev {
         Some(dev) => dev.print_banner(local),
-        None => print_banner(&state, local),
+        None => {
+            super::renew::spawn(state.clone(), build_tls)
+                .map_err(|e| format!("cannot start the certificate watcher: {e}"))?;
+            print_banner(&state, local);
+        }
     }
     for signal in signals.forever() {
         match signal {
@@ -258,6 +262,7 @@ fn reload(state: &State, flags: &Flags) {
         log::info!("SIGHUP: --dev has no config file to reload");
         return;
     };
+    let _reloading = crate::sync::lock(&state.reloading);
     let result = Config::load(path)
         .map_err(|e| e.to_string())
         .and_then(|mut config| {

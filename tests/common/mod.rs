@@ -54,6 +54,11 @@ impl Pki {
         }
     }
 
+    /// The CA's key and certificate, to issue certificates a test shapes itself.
+    pub fn ca(&self) -> (&KeyPair, &rcgen::Certificate) {
+        (&self.ca_key, &self.ca_cert)
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -132,7 +137,7 @@ pub fn credential(cert_path: &Path, key_path: &Path) -> Credential {
     let key = rustls_pemfile::private_key(&mut std::fs::read(key_path).unwrap().as_slice())
         .unwrap()
         .unwrap();
-    let identity = kes::identity::of_cert_der(&certs[0]).unwrap().identity;
+    let identity = kes::identity::of_cert_der(&certs[0]).unwrap();
     Credential {
         cert_path: cert_path.into(),
         key_path: key_path.into(),
@@ -324,12 +329,30 @@ pub type Stream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 /// A keep-alive HTTPS client with an optional client certificate.
 pub struct Client {
     addr: SocketAddr,
+    ca: PathBuf,
+    who: Option<Credential>,
     config: Arc<rustls::ClientConfig>,
     stream: Option<Stream>,
 }
 
 impl Client {
     pub fn new(addr: SocketAddr, ca: &Path, who: Option<&Credential>) -> Client {
+        Client::with_protocol_versions(addr, ca, who, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// The same client, speaking only the given TLS versions (on its next connection).
+    pub fn with_versions(self, versions: &[&'static rustls::SupportedProtocolVersion]) -> Client {
+        assert!(self.stream.is_none(), "set the versions before connecting");
+        let who = self.who.clone();
+        Client::with_protocol_versions(self.addr, &self.ca, who.as_ref(), versions)
+    }
+
+    fn with_protocol_versions(
+        addr: SocketAddr,
+        ca: &Path,
+        who: Option<&Credential>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Client {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
             roots.add(cert.unwrap()).unwrap();
@@ -337,7 +360,7 @@ impl Client {
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
         let config = match who {
@@ -348,6 +371,8 @@ impl Client {
         };
         Client {
             addr,
+            ca: ca.to_path_buf(),
+            who: who.cloned(),
             config: Arc::new(config),
             stream: None,
         }
@@ -491,6 +516,8 @@ pub fn send_records(stream: &mut Stream, bytes: &[u8]) {
     }
 }
 
+/// Reads one response. A connection closed before its first byte is `UnexpectedEof`
+/// (or the read's own error); one cut after it is `InvalidData`.
 pub fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -521,12 +548,9 @@ pub fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
                 continue;
             }
             while buf.len() < head_len + len {
-                let n = stream.read(&mut chunk)?;
+                let n = stream.read(&mut chunk).map_err(|e| cut(&buf, e))?;
                 if n == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "truncated body",
-                    ));
+                    return Err(cut(&buf, closed()));
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
@@ -536,13 +560,26 @@ pub fn read_response(stream: &mut Stream) -> std::io::Result<Resp> {
                 body: buf[head_len..head_len + len].to_vec(),
             });
         }
-        let n = stream.read(&mut chunk)?;
+        let n = stream.read(&mut chunk).map_err(|e| cut(&buf, e))?;
         if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
+            return Err(cut(&buf, closed()));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed")
+}
+
+/// A read error after part of a response arrived: `InvalidData`, a response cut short,
+/// which no test may take for a connection the server closed between responses.
+fn cut(received: &[u8], e: std::io::Error) -> std::io::Error {
+    if received.is_empty() {
+        return e;
+    }
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("response cut after {} bytes: {e}", received.len()),
+    )
 }
