@@ -18,6 +18,7 @@ mod gojson;
 mod legacy;
 mod level;
 mod proto;
+mod random;
 mod stored;
 
 use std::fmt;
@@ -25,13 +26,14 @@ use std::time::SystemTime;
 
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 pub use level::OldestReader;
 pub use stored::StoredForm;
 
 use crate::identity::hex;
 use crate::timefmt;
+use random::fill_random;
 
 /// Length of a master key, an HMAC key and a derived AEAD key.
 pub const KEY_LEN: usize = 32;
@@ -308,43 +310,6 @@ pub fn random_dek() -> Zeroizing<[u8; 32]> {
     dek
 }
 
-/// Fills `buf` from the operating system's CSPRNG (`getrandom(2)` on Linux), which
-/// never repeats across processes, unlike a user-space generator seeded at start.
-///
-/// The kernel's bytes are fetched 512 at a time per thread: a generate request needs 60
-/// (key, IV, nonce), and one syscall for eight requests instead of two per request is a
-/// measurable share of the hot path. Every byte is handed out once and wiped from the
-/// buffer as it is handed out.
-fn fill_random(buf: &mut [u8]) {
-    const POOL: usize = 512;
-    struct Pool {
-        bytes: Zeroizing<[u8; POOL]>,
-        next: usize,
-    }
-    thread_local! {
-        static RANDOM: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool {
-            bytes: Zeroizing::new([0; POOL]),
-            next: POOL,
-        });
-    }
-    let os_random = |buf: &mut [u8]| {
-        getrandom::getrandom(buf).expect("the operating system's random number generator failed")
-    };
-    if buf.len() > POOL / 4 {
-        return os_random(buf);
-    }
-    RANDOM.with_borrow_mut(|pool| {
-        if POOL - pool.next < buf.len() {
-            os_random(&mut pool.bytes[..]);
-            pool.next = 0;
-        }
-        let taken = &mut pool.bytes[pool.next..pool.next + buf.len()];
-        buf.copy_from_slice(taken);
-        taken.zeroize();
-        pool.next += buf.len();
-    });
-}
-
 fn key_array(bytes: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
     if bytes.len() != KEY_LEN {
         return Err(KeyError::InvalidLength(bytes.len()));
@@ -359,3 +324,9 @@ mod tests;
 
 #[cfg(test)]
 mod level_tests;
+
+#[cfg(test)]
+mod wipe_tests;
+
+#[cfg(test)]
+mod width_tests;

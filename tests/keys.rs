@@ -607,3 +607,43 @@ fn policies_apply_to_key_routes_by_name() {
     // `root: disabled`: no admin at all.
     assert_eq!(kes.client(&admin).get("/v1/status").status, 403);
 }
+
+/// Thousands of DEKs generated at once on every event loop (connections are spread
+/// over the loops in turn, and each loop thread has its own random pool) are pairwise
+/// distinct, and so are their ciphertexts.
+#[test]
+fn thousands_of_concurrent_deks_on_all_loops_are_pairwise_distinct() {
+    let s = setup("");
+    let kes = Kes::start(&s.pki, &s.config, &["--loops", "4"]);
+    assert_eq!(
+        kes.client(&s.admin).post("/v1/key/create/k", b"").status,
+        200
+    );
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = kes.client(&s.admin);
+            std::thread::spawn(move || {
+                (0..500)
+                    .map(|_| {
+                        let r = c.post("/v1/key/generate/k", b"{}");
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        let dek = r.json();
+                        (
+                            dek["plaintext"].as_str().unwrap().to_string(),
+                            dek["ciphertext"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let (mut plaintexts, mut ciphertexts) = (HashSet::new(), HashSet::new());
+    for w in workers {
+        for (plaintext, ciphertext) in w.join().unwrap() {
+            assert_eq!(B64.decode(&plaintext).unwrap().len(), 32);
+            assert!(plaintexts.insert(plaintext), "a DEK repeated");
+            assert!(ciphertexts.insert(ciphertext), "a ciphertext repeated");
+        }
+    }
+    assert_eq!(plaintexts.len(), 4000);
+}

@@ -52,6 +52,17 @@ impl JsonText<'_> {
     }
 }
 
+#[cfg(test)]
+impl JsonText<'_> {
+    /// The heap buffer of an unescaped copy, for the test that it is wiped when freed.
+    pub(super) fn owned_buffer(&self) -> Option<*const u8> {
+        match &self.0 {
+            Cow::Owned(text) => Some(text.as_ptr()),
+            Cow::Borrowed(_) => None,
+        }
+    }
+}
+
 impl Drop for JsonText<'_> {
     fn drop(&mut self) {
         if let Cow::Owned(text) = &mut self.0 {

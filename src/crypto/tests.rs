@@ -625,6 +625,19 @@ fn cipher_names() {
     ] {
         assert_eq!(Cipher::parse(unknown), None);
     }
-    // Whatever the host, the answer is one of the two.
-    let _ = Cipher::default_for_cpu();
+    // AES where the CPU accelerates it, ChaCha20 elsewhere, as Go KES decides.
+    #[cfg(target_arch = "x86_64")]
+    let accelerated = std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    // On aarch64 Rust's "aes" covers the AES and PMULL instructions.
+    #[cfg(target_arch = "aarch64")]
+    let accelerated = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let accelerated = Cipher::default_for_cpu() == Cipher::Aes256;
+    let expected = if accelerated {
+        Cipher::Aes256
+    } else {
+        Cipher::ChaCha20
+    };
+    assert_eq!(Cipher::default_for_cpu(), expected);
 }
