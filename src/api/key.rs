@@ -1,7 +1,7 @@
 //! Key routes: create, import, describe, list, delete, and the cryptographic operations
 //! MinIO calls on every encrypted PUT (generate) and GET (decrypt).
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -13,7 +13,8 @@ use super::routes::Reply;
 use super::{Ctx, errors, fail, valid_name};
 use crate::crypto::{Cipher, KeyVersion, random_dek};
 use crate::http::Response;
-use crate::keystore::{KeyStore, KeyStoreError};
+use crate::keys::MasterKey;
+use crate::keystore::{KeyStore, KeyStoreError, Sealed};
 
 /// Most ciphertexts one bulk decrypt may carry, as in the 2023 servers.
 const BULK_MAX: usize = 1000;
@@ -38,6 +39,7 @@ fn store_failure(err: KeyStoreError, what: &str) -> Response {
     match err {
         KeyStoreError::NotFound => fail(errors::KEY_NOT_FOUND),
         KeyStoreError::Exists => fail(errors::KEY_EXISTS),
+        KeyStoreError::Unsupported(msg) => Response::error(501, &msg),
         other => {
             log::error!("{what}: {other}");
             Response::error(502, what)
@@ -45,10 +47,10 @@ fn store_failure(err: KeyStoreError, what: &str) -> Response {
     }
 }
 
-fn load(ctx: &Ctx, name: &str) -> Result<Arc<KeyVersion>, Response> {
+fn load(ctx: &Ctx, name: &str) -> Result<MasterKey, Response> {
     if let Some(key) = &ctx.cached_key {
         // Taken from the cache for this request's resource, which `name` comes from.
-        return Ok(key.clone());
+        return Ok(MasterKey::Local(key.clone()));
     }
     ctx.state
         .keys
@@ -87,11 +89,17 @@ fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result
     }
 }
 
-/// Creates `name` unless it exists (the `keys:` section of the config).
+/// Creates `name` unless it exists (the `keys:` section of the config): resident when
+/// the keystore makes resident keys.
 pub fn ensure_key(keystore: &dyn KeyStore, name: &str) -> Result<(), String> {
-    let key = KeyVersion::generate(Cipher::default_for_cpu(), "");
-    let encoded = Zeroizing::new(key.encode());
-    match keystore.create(name, encoded.as_bytes()) {
+    let created = if keystore.creates_resident() {
+        keystore.create_resident(name).map(drop)
+    } else {
+        let key = KeyVersion::generate(Cipher::default_for_cpu(), "");
+        let encoded = Zeroizing::new(key.encode());
+        keystore.create(name, encoded.as_bytes())
+    };
+    match created {
         Ok(()) | Err(KeyStoreError::Exists) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
@@ -99,10 +107,11 @@ pub fn ensure_key(keystore: &dyn KeyStore, name: &str) -> Result<(), String> {
 
 pub fn create(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
-    let key = KeyVersion::generate(Cipher::default_for_cpu(), ctx.identity);
     ctx.state
         .keys
-        .create(name, &key)
+        .create(name, || {
+            KeyVersion::generate(Cipher::default_for_cpu(), ctx.identity)
+        })
         .map_err(|e| store_failure(e, "failed to create key"))?;
     Ok(Response::ok())
 }
@@ -122,6 +131,11 @@ struct ImportRequest {
 
 pub fn import(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
+    // Refused before the body is looked at: the key bytes are not wanted here.
+    ctx.state
+        .keys
+        .may_import()
+        .map_err(|e| store_failure(e, "failed to import key"))?;
     let req: ImportRequest = parse_object(&ctx.req.body, "invalid import key request body")?;
     let (bytes, cipher) = match (req.key, req.bytes) {
         (Some(key), _) => {
@@ -170,14 +184,28 @@ pub fn import(ctx: &Ctx) -> Reply {
     })?;
     ctx.state
         .keys
-        .create(name, &key)
+        .import(name, &key)
         .map_err(|e| store_failure(e, "failed to create key"))?;
     Ok(Response::ok())
 }
 
 pub fn describe(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
-    let key = load(ctx, name)?;
+    let key = match load(ctx, name)? {
+        MasterKey::Local(key) => key,
+        MasterKey::Resident { version } => {
+            // No key id or creation facts: CipherTrust holds them, kes never reads the key.
+            return Ok(Response::json(
+                200,
+                &json!({
+                    "name": name,
+                    "algorithm": Cipher::Aes256.legacy_name(),
+                    "resident": true,
+                    "version": version,
+                }),
+            ));
+        }
+    };
     // The 2023 algorithm names: both SDK generations accept them, while the 2023 SDK
     // rejects the last release's "AES256".
     let mut body = json!({
@@ -245,8 +273,7 @@ struct EncryptRequest {
 pub fn encrypt(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: EncryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
-    let key = load(ctx, name)?;
-    let ciphertext = key.encrypt(&req.plaintext.0, &req.context.0);
+    let ciphertext = seal(ctx, name, &req.plaintext.0, &req.context.0)?;
     Ok(Response::json(
         200,
         &json!({ "ciphertext": B64.encode(ciphertext) }),
@@ -267,9 +294,8 @@ pub fn generate(ctx: &Ctx) -> Reply {
     } else {
         parse_object(&ctx.req.body, "invalid request body")?
     };
-    let key = load(ctx, name)?;
     let dek = random_dek();
-    let ciphertext = key.encrypt(dek.as_ref(), &req.context.0);
+    let ciphertext = seal(ctx, name, dek.as_ref(), &req.context.0)?;
     let plaintext = Zeroizing::new(B64.encode(dek.as_ref()));
     let ciphertext = B64.encode(ciphertext);
     Ok(Response::json(
@@ -306,9 +332,7 @@ pub fn decrypt(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: DecryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
     let key = load(ctx, name)?;
-    let plaintext = key
-        .decrypt(&req.ciphertext.0, &req.context.0)
-        .map_err(|_| fail(errors::DECRYPT))?;
+    let plaintext = open(ctx, name, &key, &req)?;
     let encoded = Zeroizing::new(B64.encode(plaintext.as_slice()));
     Ok(Response::json(
         200,
@@ -325,18 +349,102 @@ pub fn bulk_decrypt(ctx: &Ctx) -> Reply {
         return Err(Response::error(400, "too many ciphertexts"));
     }
     let key = load(ctx, name)?;
-    let mut plaintexts = Vec::with_capacity(requests.len());
-    for req in &requests {
-        let plaintext = key
-            .decrypt(&req.ciphertext.0, &req.context.0)
-            .map_err(|_| fail(errors::DECRYPT))?;
-        plaintexts.push(Zeroizing::new(B64.encode(plaintext.as_slice())));
-    }
+    let plaintexts = match key {
+        MasterKey::Local(_) => requests
+            .iter()
+            .map(|req| open(ctx, name, &key, req))
+            .collect::<Result<Vec<_>, _>>()?,
+        // One keystore call per ciphertext: in parallel, but never more at once than the
+        // pool has workers.
+        MasterKey::Resident { .. } => {
+            let workers = ctx.state.gauges.workers.load(Ordering::Relaxed).max(1);
+            let chunk = requests.len().div_ceil(workers).max(1);
+            std::thread::scope(|scope| {
+                let parts: Vec<_> = requests
+                    .chunks(chunk)
+                    .map(|part| {
+                        let key = &key;
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|req| open(ctx, name, key, req))
+                                .collect::<Result<Vec<_>, _>>()
+                        })
+                    })
+                    .collect();
+                let mut all = Vec::with_capacity(requests.len());
+                for part in parts {
+                    match part.join() {
+                        Ok(opened) => all.extend(opened?),
+                        Err(_) => return Err(Response::error(500, "failed to decrypt")),
+                    }
+                }
+                Ok(all)
+            })?
+        }
+    };
+    let plaintexts: Vec<_> = plaintexts
+        .iter()
+        .map(|p| Zeroizing::new(B64.encode(p.as_slice())))
+        .collect();
     let body: Vec<_> = plaintexts
         .iter()
         .map(|p| Plaintext { plaintext: p })
         .collect();
     Ok(Response::json(200, &body))
+}
+
+/// Encrypts with key `name`: here with a key kes holds, inside the keystore with a
+/// resident one (whose answer becomes an envelope, see `crate::keystore::sealed`).
+fn seal(ctx: &Ctx, name: &str, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, Response> {
+    match load(ctx, name)? {
+        MasterKey::Local(key) => Ok(key.encrypt(plaintext, context)),
+        MasterKey::Resident { .. } => ctx
+            .state
+            .keys
+            .store()
+            .seal(name, plaintext, context)
+            .map(|sealed| sealed.encode())
+            .map_err(|e| store_failure(e, "failed to encrypt")),
+    }
+}
+
+/// Decrypts one ciphertext with `key`; a ciphertext the key did not make, or made with
+/// another context, is the SDKs' "not authentic" error.
+fn open(
+    ctx: &Ctx,
+    name: &str,
+    key: &MasterKey,
+    req: &DecryptRequest,
+) -> Result<Zeroizing<Vec<u8>>, Response> {
+    let (ciphertext, context) = (&req.ciphertext.0, &req.context.0);
+    match key {
+        MasterKey::Local(key) => key
+            .decrypt(ciphertext, context)
+            .map_err(|_| fail(errors::DECRYPT)),
+        MasterKey::Resident { .. } => {
+            let sealed = Sealed::parse(ciphertext).map_err(|_| fail(errors::DECRYPT))?;
+            ctx.state
+                .keys
+                .store()
+                .unseal(name, &sealed, context)
+                .map_err(|e| store_failure(e, "failed to decrypt"))?
+                .ok_or_else(|| fail(errors::DECRYPT))
+        }
+    }
+}
+
+/// Adds a version to a resident key (kes's own route: no KES release rotates keys).
+pub fn rotate(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    let version = ctx
+        .state
+        .keys
+        .rotate(name)
+        .map_err(|e| store_failure(e, "failed to rotate key"))?;
+    Ok(Response::json(
+        200,
+        &json!({ "name": name, "version": version }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -348,7 +456,15 @@ struct HmacRequest {
 pub fn hmac(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: HmacRequest = parse_object(&ctx.req.body, "invalid request body")?;
-    let key = load(ctx, name)?;
+    let key = match load(ctx, name)? {
+        MasterKey::Local(key) => key,
+        MasterKey::Resident { .. } => {
+            return Err(Response::error(
+                501,
+                "HMAC is not supported for resident keys",
+            ));
+        }
+    };
     let sum = key
         .hmac(&req.message.0)
         .ok_or_else(|| Response::error(409, "key does not support HMAC"))?;

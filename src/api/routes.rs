@@ -114,7 +114,8 @@ macro_rules! route {
 }
 
 /// Every route: the last release's table, plus `/v1/key/bulk/decrypt/` of the 2023
-/// servers (their MinIO clients use it).
+/// servers (their MinIO clients use it), plus kes's own `/v1/key/rotate/` (resident keys,
+/// docs/ciphertrust.md).
 pub static ROUTES: &[Route] = &[
     route!(Get "/version", 0, T10, None, Inline, false, sys::version),
     route!(Get "/v1/ready", 0, T15, Policy, Pool, false, sys::ready),
@@ -131,6 +132,7 @@ pub static ROUTES: &[Route] = &[
     route!(Put "/v1/key/decrypt/", MB, T15, Policy, Key, true, key::decrypt),
     route!(Post "/v1/key/bulk/decrypt/", MIB, T15, Policy, Key, true, key::bulk_decrypt),
     route!(Put "/v1/key/hmac/", MB, T15, Policy, Key, true, key::hmac),
+    route!(Post "/v1/key/rotate/", 0, T15, Policy, Pool, true, key::rotate),
     route!(Get "/v1/policy/describe/", 0, T15, Policy, Inline, true, policy::describe),
     route!(Get "/v1/policy/read/", 0, T15, Policy, Inline, true, policy::read),
     route!(Get "/v1/policy/list/", 0, T15, Policy, Inline, true, policy::list),

@@ -155,6 +155,8 @@ impl Shared {
             request: ureq::RequestBuilder<B>,
             bearer: Option<&Bearer>,
         ) -> ureq::RequestBuilder<B> {
+            // CipherTrust's crypto endpoints refuse requests that do not ask for JSON.
+            let request = request.header("Accept", "application/json");
             match bearer {
                 Some(bearer) => request.header("Authorization", bearer.as_str()),
                 None => request,

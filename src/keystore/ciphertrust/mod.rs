@@ -41,6 +41,7 @@
 //! make internally (header values, socket buffers) are outside our control.
 
 mod client;
+mod keys2;
 mod secrets;
 mod token;
 mod trust;
@@ -57,7 +58,7 @@ pub use self::client::CALL_BUDGET;
 use self::client::{Call, Method, OTHER_ANSWER_LIMIT, Shared};
 use self::token::{AuthFailure, FIRST_TOKEN_BACKOFF, TokenState, renewal_loop};
 use self::trust::{build_agent, normalize_endpoint};
-use super::{KeyStore, KeyStoreError, ListPage, StoredValue};
+use super::{KeyStore, KeyStoreError, ListPage, Sealed, StoredValue, page_of};
 use crate::sync::lock;
 
 /// Pause between failed token renewals when the configuration does not say (as the original).
@@ -80,6 +81,9 @@ pub struct CipherTrustConfig {
     /// Accept any server certificate. Only for tests and emergencies: anyone on the network
     /// path can then read the tokens and every key.
     pub insecure_skip_verify: bool,
+    /// `master_keys: resident`: new keys are non-exportable CipherTrust keys used through
+    /// CipherTrust's crypto endpoints (see `keys2`); existing secrets keep working.
+    pub resident: bool,
 }
 
 impl CipherTrustConfig {
@@ -93,6 +97,7 @@ impl CipherTrustConfig {
             retry: DEFAULT_RETRY,
             ca: None,
             insecure_skip_verify: false,
+            resident: false,
         }
     }
 }
@@ -106,6 +111,7 @@ impl fmt::Debug for CipherTrustConfig {
             .field("retry", &self.retry)
             .field("ca", &self.ca)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("resident", &self.resident)
             .finish()
     }
 }
@@ -113,6 +119,7 @@ impl fmt::Debug for CipherTrustConfig {
 /// A keystore backed by Thales CipherTrust Manager.
 pub struct CipherTrust {
     shared: Arc<Shared>,
+    resident: bool,
 }
 
 impl fmt::Debug for CipherTrust {
@@ -183,7 +190,22 @@ impl CipherTrust {
                     "cannot start the CipherTrust token renewal thread: {err}"
                 ))
             })?;
-        Ok(CipherTrust { shared })
+        Ok(CipherTrust {
+            shared,
+            resident: cfg.resident,
+        })
+    }
+}
+
+impl CipherTrust {
+    fn resident_mode(&self) -> Result<(), KeyStoreError> {
+        if self.resident {
+            Ok(())
+        } else {
+            Err(KeyStoreError::Unsupported(
+                "resident keys are off: set master_keys: resident in the CipherTrust keystore section".into(),
+            ))
+        }
     }
 }
 
@@ -210,6 +232,9 @@ impl KeyStore for CipherTrust {
     }
 
     fn delete(&self, name: &str) -> Result<(), KeyStoreError> {
+        if self.resident {
+            self.delete_key(name, Instant::now() + CALL_BUDGET)?;
+        }
         self.delete_secret(name)
     }
 
@@ -219,7 +244,52 @@ impl KeyStore for CipherTrust {
         start: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, KeyStoreError> {
-        self.list_secrets(prefix, start, limit)
+        if !self.resident {
+            return self.list_secrets(prefix, start, limit);
+        }
+        let deadline = Instant::now() + CALL_BUDGET;
+        let mut names = self.all_names("keys2", deadline)?;
+        names.extend(self.all_names("secrets", deadline)?);
+        names.sort_unstable();
+        names.dedup();
+        Ok(page_of(&names, prefix, start, limit))
+    }
+
+    fn creates_resident(&self) -> bool {
+        self.resident
+    }
+
+    fn resident_version(&self, name: &str) -> Result<Option<u32>, KeyStoreError> {
+        if !self.resident {
+            return Ok(None);
+        }
+        let info = self.lookup_key(name, Instant::now() + CALL_BUDGET)?;
+        Ok(info.map(|info| info.version))
+    }
+
+    fn create_resident(&self, name: &str) -> Result<u32, KeyStoreError> {
+        self.resident_mode()?;
+        self.create_key(name)
+    }
+
+    fn seal(&self, name: &str, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, KeyStoreError> {
+        self.resident_mode()?;
+        self.encrypt_with(name, plaintext, aad)
+    }
+
+    fn unseal(
+        &self,
+        name: &str,
+        sealed: &Sealed,
+        aad: &[u8],
+    ) -> Result<Option<StoredValue>, KeyStoreError> {
+        self.resident_mode()?;
+        self.decrypt_with(name, sealed, aad)
+    }
+
+    fn rotate(&self, name: &str) -> Result<u32, KeyStoreError> {
+        self.resident_mode()?;
+        self.rotate_key(name)
     }
 
     fn status(&self) -> Result<Duration, KeyStoreError> {

@@ -127,12 +127,27 @@ impl CipherTrust {
         start: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, KeyStoreError> {
-        let deadline = Instant::now() + CALL_BUDGET;
+        let names = self.all_names("secrets", Instant::now() + CALL_BUDGET)?;
+        Ok(page_of(&names, prefix, start, limit))
+    }
+
+    /// Every name in `/api/v1/vault/{collection}` (`secrets` or `keys2`), sorted, each
+    /// once, read page by page within `deadline`.
+    pub(super) fn all_names(
+        &self,
+        collection: &str,
+        deadline: Instant,
+    ) -> Result<Vec<String>, KeyStoreError> {
+        let noun = if collection == "secrets" {
+            "secrets"
+        } else {
+            "keys"
+        };
         let mut names = Vec::new();
         let mut skip: u64 = 0;
         loop {
             let url = format!(
-                "{}/api/v1/vault/secrets?limit={LIST_PAGE_SIZE}&skip={skip}",
+                "{}/api/v1/vault/{collection}?limit={LIST_PAGE_SIZE}&skip={skip}",
                 self.shared.endpoint
             );
             let answer =
@@ -146,12 +161,12 @@ impl CipherTrust {
             }
             let page: SecretPage = serde_json::from_slice(&answer.body).map_err(|err| {
                 KeyStoreError::Other(format!(
-                    "CipherTrust Manager sent an unusable list of secrets: {err}"
+                    "CipherTrust Manager sent an unusable list of {noun}: {err}"
                 ))
             })?;
             if page.skip != skip {
                 return Err(KeyStoreError::Other(format!(
-                    "CipherTrust Manager's listing is out of step: asked to skip {skip} secrets, it skipped {}; try again",
+                    "CipherTrust Manager's listing is out of step: asked to skip {skip} {noun}, it skipped {}; try again",
                     page.skip
                 )));
             }
@@ -169,15 +184,16 @@ impl CipherTrust {
             if received == 0 {
                 // Asking again would get the same empty page forever.
                 return Err(KeyStoreError::Other(format!(
-                    "CipherTrust Manager returned an empty page after {skip} of {} secrets; the listing cannot advance, try again",
+                    "CipherTrust Manager returned an empty page after {skip} of {} {noun}; the listing cannot advance, try again",
                     page.total
                 )));
             }
         }
-        // Secrets created or deleted while we paged can shift a name onto two pages.
+        // Names created or deleted while we paged can shift a name onto two pages, and
+        // CipherTrust lists each version of a key as an entry of its own.
         names.sort_unstable();
         names.dedup();
-        Ok(page_of(&names, prefix, start, limit))
+        Ok(names)
     }
 }
 
