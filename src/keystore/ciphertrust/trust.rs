@@ -61,8 +61,10 @@ pub(super) fn build_agent(cfg: &CipherTrustConfig) -> Result<ureq::Agent, KeySto
         .max_redirects(0)
         .max_redirects_will_error(false)
         .timeout_connect(Some(CONNECT_TIMEOUT))
-        .max_idle_connections(100)
-        .max_idle_connections_per_host(32)
+        // Every pool worker (at most 64) may call CipherTrust at once; each keeps its
+        // connection for the next call instead of a new TLS handshake.
+        .max_idle_connections(128)
+        .max_idle_connections_per_host(64)
         .max_idle_age(Duration::from_secs(30))
         .user_agent(format!("kes/{}", env!("CARGO_PKG_VERSION")))
         .build()
