@@ -164,13 +164,20 @@ fn resident_key_lifecycle() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["plaintext"], plain.as_str());
 
-    // The key cache holds the key's facts: a generate is one CM call, nothing else.
+    // The key cache holds the key's facts: a generate is one CM call, nothing else, on
+    // a connection kept alive (one client, so one pool worker at a time: one connection).
     let (encrypts, lookups) = (s.sim.count(Route::Encrypt), s.sim.count(Route::KeyGet));
-    for _ in 0..5 {
+    let connections = s.sim.connections_opened();
+    for _ in 0..50 {
         generate(&mut c, "my-key", "ctx").unwrap();
     }
-    assert_eq!(s.sim.count(Route::Encrypt), encrypts + 5);
+    assert_eq!(s.sim.count(Route::Encrypt), encrypts + 50);
     assert_eq!(s.sim.count(Route::KeyGet), lookups);
+    assert!(
+        s.sim.connections_opened() <= connections + 1,
+        "{} new connections to CM for 50 generates",
+        s.sim.connections_opened() - connections
+    );
 
     // Encrypt and decrypt of a message.
     let r = c.post(

@@ -20,6 +20,7 @@ Build first:
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -54,6 +55,21 @@ class ResidentServer(bench.Server):
                 f"    master_keys: resident\n"
             )
         self.extra_args = ["--workers", str(WORKERS)]
+        self.ctm_endpoint = endpoint
+
+    def start(self, addr="127.0.0.1:0"):
+        super().start(addr)
+        # The log names CM's endpoint too ("CipherTrust Manager at https://…"): wait for
+        # kes's own address.
+        for _ in range(200):
+            self.log.seek(0)
+            urls = set(re.findall(r"https://127\.0\.0\.1:\d+", self.log.read()))
+            urls.discard(self.ctm_endpoint)
+            if urls:
+                self.url = urls.pop()
+                return
+            time.sleep(0.05)
+        sys.exit("kes did not print its address")
 
 
 def main():

@@ -379,6 +379,11 @@ impl CtmSim {
             .collect()
     }
 
+    /// TCP connections accepted so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.next_connection.load(Ordering::SeqCst)
+    }
+
     /// Requests on routes that can hand out key material (secret and key exports).
     pub fn export_count(&self) -> u64 {
         self.count(Route::Export) + self.count(Route::KeyExport)
