@@ -2,11 +2,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls_pki_types::CertificateDer;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::CipherTrustConfig;
 use super::client::CONNECT_TIMEOUT;
@@ -55,7 +57,7 @@ pub(super) fn build_agent(cfg: &CipherTrustConfig) -> Result<ureq::Agent, KeySto
             .collect();
         tls = tls.root_certs(RootCerts::Specific(Arc::new(roots)));
     }
-    Ok(ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .tls_config(tls.build())
         .http_status_as_error(false)
         .max_redirects(0)
@@ -67,8 +69,12 @@ pub(super) fn build_agent(cfg: &CipherTrustConfig) -> Result<ureq::Agent, KeySto
         .max_idle_connections_per_host(64)
         .max_idle_age(Duration::from_secs(30))
         .user_agent(format!("kes/{}", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent())
+        .build();
+    Ok(ureq::Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        CachedResolver::default(),
+    ))
 }
 
 /// The certificates of `tls.ca`: one PEM file, or every regular file of a directory, each
@@ -192,6 +198,40 @@ pub(super) fn read_pem_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>
         .map_err(|err| {
             KeyStoreError::Other(format!("'{}' is not valid PEM: {err}", file.display()))
         })
+}
+
+/// How long a resolved CipherTrust address is used before it is looked up again.
+const RESOLVE_TTL: Duration = Duration::from_secs(30);
+
+/// Looks CipherTrust's host up at most every [`RESOLVE_TTL`]. ureq resolves the host
+/// at every call, before it takes a kept-alive connection from its pool, and with a time
+/// limit it does so on a thread of its own: without this, every resident-key operation
+/// would start a thread and ask the system resolver.
+#[derive(Debug, Default)]
+struct CachedResolver {
+    inner: DefaultResolver,
+    /// `host:port` as in the URI, when it was resolved, and the addresses.
+    cache: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        if let Some((host, at, addrs)) = &*crate::sync::lock(&self.cache) {
+            if host == authority && at.elapsed() < RESOLVE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *crate::sync::lock(&self.cache) =
+            Some((authority.to_owned(), Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
 }
 
 #[cfg(test)]
