@@ -497,6 +497,40 @@ fn cipher_trust_down_means_clear_errors_and_nothing_to_decrypt_with() {
 }
 
 #[test]
+fn a_cm_call_that_hangs_holds_a_pool_worker_not_the_event_loop() {
+    let s = Setup::new();
+    let config = s.config(
+        "config.yml",
+        "ciphertrust",
+        Some("resident"),
+        ALL_KEY_ROUTES,
+    );
+    // One event loop: were a CM call made on it, every other client would wait too.
+    let kes = Arc::new(s.try_start(&config, &["--loops", "1"]).unwrap());
+    let mut c = kes.client(&s.app);
+    assert_eq!(c.post("/v1/key/create/k", b"").status, 200);
+    generate(&mut c, "k", "ctx").unwrap();
+
+    s.sim.set_hang(true);
+    let hung = {
+        let (kes, app) = (Arc::clone(&kes), s.app.clone());
+        thread::spawn(move || generate(&mut kes.client(&app), "k", "ctx").map(|_| ()))
+    };
+    while s.sim.held(Route::Encrypt) == 0 {
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The loop still serves others while CM holds the generate's call.
+    let mut other = kes.client(&s.app);
+    assert_eq!(other.get("/version").status, 200);
+    assert_eq!(other.get("/v1/api").status, 403);
+    // (Had the loop waited, kes would have given the CM call up first: after its 10 s
+    // budget, answering the generate with 502.)
+    assert!(!hung.is_finished(), "answered only after kes gave up on CM");
+    s.sim.set_hang(false);
+    let _ = hung.join().unwrap();
+}
+
+#[test]
 fn rotate_is_policy_checked_and_listed() {
     let s = Setup::new();
     let config = s.config(

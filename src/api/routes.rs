@@ -59,7 +59,8 @@ pub enum Exec {
     /// Never waits: answered on the event loop.
     Inline,
     /// Needs the master key the resource names: on the event loop when the key cache
-    /// holds it (MinIO's hot path), on the pool when it must be loaded.
+    /// holds it (MinIO's hot path), on the pool when it must be loaded, and always on
+    /// the pool for a resident key (every use is a CipherTrust call).
     Key,
     /// May wait for the keystore: always on the pool.
     Pool,
