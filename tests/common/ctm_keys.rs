@@ -13,7 +13,41 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use super::Reply;
+use super::{Reply, Route, percent_decode};
+
+/// Answers a request on one of the key or crypto routes.
+pub fn dispatch(
+    keys: &mut Keys2,
+    route: Route,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    secret_exists: impl Fn(&str) -> bool,
+) -> Reply {
+    let element = |suffix: &str| {
+        let rest = path
+            .strip_prefix("/api/v1/vault/keys2/")
+            .unwrap_or_default();
+        percent_decode(rest.strip_suffix(suffix).unwrap_or(rest))
+    };
+    match route {
+        Route::KeyCreate => {
+            let name = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["name"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            create(keys, secret_exists(&name), body)
+        }
+        Route::KeyGet => get(keys, &element(""), query),
+        Route::KeyList => list(keys, query),
+        Route::KeyVersion => new_version(keys, &element("/versions")),
+        Route::KeyDelete => delete(keys, &element(""), query),
+        Route::KeyExport => export(keys, &element("/export"), query),
+        Route::Encrypt => encrypt(keys, body),
+        Route::Decrypt => decrypt(keys, body),
+        _ => unreachable!("not a key route: {route:?}"),
+    }
+}
 
 /// One version of a key.
 #[derive(Clone)]
@@ -97,7 +131,7 @@ fn describe(key: &KeyObject) -> Value {
     })
 }
 
-pub fn create(keys: &mut Keys2, secret_exists: bool, body: &[u8]) -> Reply {
+fn create(keys: &mut Keys2, secret_exists: bool, body: &[u8]) -> Reply {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return error(400, 3, "NCERRBadRequest", "request body is not JSON");
     };
@@ -127,14 +161,14 @@ pub fn create(keys: &mut Keys2, secret_exists: bool, body: &[u8]) -> Reply {
     Reply::json(201, describe(&key))
 }
 
-pub fn get(keys: &Keys2, element: &str, query: &str) -> Reply {
+fn get(keys: &Keys2, element: &str, query: &str) -> Reply {
     match keys.find(element, query) {
         Some(key) => Reply::json(200, describe(key)),
         None => error(404, 5, "NCERRResourceNotFound", "key not found"),
     }
 }
 
-pub fn list(keys: &Keys2, query: &str) -> Reply {
+fn list(keys: &Keys2, query: &str) -> Reply {
     let (skip, limit) = super::paging(query);
     let resources: Vec<Value> = keys
         .objects
@@ -150,7 +184,7 @@ pub fn list(keys: &Keys2, query: &str) -> Reply {
 }
 
 /// `POST /api/v1/vault/keys2/{id}/versions`.
-pub fn new_version(keys: &mut Keys2, id: &str) -> Reply {
+fn new_version(keys: &mut Keys2, id: &str) -> Reply {
     let Some(key) = keys.objects.iter().find(|k| k.id == id).cloned() else {
         return error(404, 5, "NCERRResourceNotFound", "key not found");
     };
@@ -160,7 +194,7 @@ pub fn new_version(keys: &mut Keys2, id: &str) -> Reply {
 }
 
 /// Deletes the newest version of a key by name, or one object by id.
-pub fn delete(keys: &mut Keys2, element: &str, query: &str) -> Reply {
+fn delete(keys: &mut Keys2, element: &str, query: &str) -> Reply {
     let Some(id) = keys.find(element, query).map(|k| k.id.clone()) else {
         return error(404, 5, "NCERRResourceNotFound", "key not found");
     };
@@ -173,7 +207,7 @@ pub fn delete(keys: &mut Keys2, element: &str, query: &str) -> Reply {
 }
 
 /// Any export of a key: refused when it is unexportable.
-pub fn export(keys: &Keys2, element: &str, query: &str) -> Reply {
+fn export(keys: &Keys2, element: &str, query: &str) -> Reply {
     match keys.find(element, query) {
         None => error(404, 5, "NCERRResourceNotFound", "key not found"),
         Some(key) if key.unexportable => {
@@ -232,7 +266,7 @@ fn parse(body: &[u8]) -> Result<Value, Reply> {
         .map_err(|_| error(400, 3, "NCERRBadRequest", "request body is not JSON"))
 }
 
-pub fn encrypt(keys: &Keys2, body: &[u8]) -> Reply {
+fn encrypt(keys: &Keys2, body: &[u8]) -> Reply {
     let run = || -> Result<Reply, Reply> {
         let request = parse(body)?;
         let key = crypto_key(keys, &request, None)?;
@@ -274,7 +308,7 @@ pub fn encrypt(keys: &Keys2, body: &[u8]) -> Reply {
     run().unwrap_or_else(|refusal| refusal)
 }
 
-pub fn decrypt(keys: &Keys2, body: &[u8]) -> Reply {
+fn decrypt(keys: &Keys2, body: &[u8]) -> Reply {
     let run = || -> Result<Reply, Reply> {
         let request = parse(body)?;
         let version = request["version"].as_u64().map(|v| v as u32);

@@ -770,27 +770,19 @@ fn handle(
                         None => Reply::error(404, 5, "NCERRResourceNotFound: secret not found"),
                     }
                 }
-                Route::KeyCreate => {
-                    let name = serde_json::from_slice::<Value>(body)
-                        .ok()
-                        .and_then(|v| v["name"].as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    let secret_exists = state.by_name.contains_key(&name);
-                    keys::create(&mut state.keys2, secret_exists, body)
+                Route::KeyCreate
+                | Route::KeyGet
+                | Route::KeyList
+                | Route::KeyVersion
+                | Route::KeyDelete
+                | Route::KeyExport
+                | Route::Encrypt
+                | Route::Decrypt => {
+                    let state = &mut *state;
+                    let secrets = &state.by_name;
+                    let secret_exists = |name: &str| secrets.contains_key(name);
+                    keys::dispatch(&mut state.keys2, route, path, query, body, secret_exists)
                 }
-                Route::KeyGet => keys::get(&state.keys2, &key_element(path), query),
-                Route::KeyList => keys::list(&state.keys2, query),
-                Route::KeyVersion => {
-                    let id = key_element(path.strip_suffix("/versions").unwrap());
-                    keys::new_version(&mut state.keys2, &id)
-                }
-                Route::KeyDelete => keys::delete(&mut state.keys2, &key_element(path), query),
-                Route::KeyExport => {
-                    let element = key_element(path.strip_suffix("/export").unwrap());
-                    keys::export(&state.keys2, &element, query)
-                }
-                Route::Encrypt => keys::encrypt(&state.keys2, body),
-                Route::Decrypt => keys::decrypt(&state.keys2, body),
                 _ => unreachable!(),
             }
         }
@@ -800,13 +792,6 @@ fn handle(
 fn secret_path_of(path: &str) -> &str {
     path.strip_prefix("/api/v1/vault/secrets/")
         .unwrap_or_default()
-}
-
-fn key_element(path: &str) -> String {
-    percent_decode(
-        path.strip_prefix("/api/v1/vault/keys2/")
-            .unwrap_or_default(),
-    )
 }
 
 fn issue_token(inner: &Inner, body: &[u8]) -> Reply {
