@@ -1,7 +1,7 @@
 //! Key routes: create, import, describe, list, delete, and the cryptographic operations
 //! MinIO calls on every encrypted PUT (generate) and GET (decrypt).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -350,37 +350,8 @@ pub fn bulk_decrypt(ctx: &Ctx) -> Reply {
     }
     let key = load(ctx, name)?;
     let plaintexts = match key {
-        MasterKey::Local(_) => requests
-            .iter()
-            .map(|req| open(ctx, name, &key, req))
-            .collect::<Result<Vec<_>, _>>()?,
-        // One keystore call per ciphertext: in parallel, but never more at once than the
-        // pool has workers.
-        MasterKey::Resident { .. } => {
-            let workers = ctx.state.gauges.workers.load(Ordering::Relaxed).max(1);
-            let chunk = requests.len().div_ceil(workers).max(1);
-            std::thread::scope(|scope| {
-                let parts: Vec<_> = requests
-                    .chunks(chunk)
-                    .map(|part| {
-                        let key = &key;
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|req| open(ctx, name, key, req))
-                                .collect::<Result<Vec<_>, _>>()
-                        })
-                    })
-                    .collect();
-                let mut all = Vec::with_capacity(requests.len());
-                for part in parts {
-                    match part.join() {
-                        Ok(opened) => all.extend(opened?),
-                        Err(_) => return Err(Response::error(500, "failed to decrypt")),
-                    }
-                }
-                Ok(all)
-            })?
-        }
+        MasterKey::Local(_) => open_all(ctx, name, &key, &requests)?,
+        MasterKey::Resident { .. } => open_in_parallel(ctx, name, &key, &requests)?,
     };
     let plaintexts: Vec<_> = plaintexts
         .iter()
@@ -433,6 +404,74 @@ fn open(
     }
 }
 
+fn open_all(
+    ctx: &Ctx,
+    name: &str,
+    key: &MasterKey,
+    requests: &[DecryptRequest],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, Response> {
+    requests
+        .iter()
+        .map(|req| open(ctx, name, key, req))
+        .collect()
+}
+
+/// Threads that bulk decrypts of resident keys run besides their own pool workers,
+/// across all requests at once.
+static BULK_HELPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Helper threads taken from [`BULK_HELPERS`]; given back when dropped.
+struct Helpers(usize);
+
+impl Helpers {
+    /// Up to `want` helpers, while all bulk decrypts together use at most `limit`.
+    fn take(want: usize, limit: usize) -> Helpers {
+        let mut taken = 0;
+        let _ = BULK_HELPERS.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            taken = want.min(limit.saturating_sub(used));
+            Some(used + taken)
+        });
+        Helpers(taken)
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        BULK_HELPERS.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
+/// A bulk decrypt with a resident key: one keystore call per ciphertext, several at once.
+/// The pool worker serving the request takes a share itself, and helper threads take the
+/// others; all bulk decrypts together use at most as many helpers as the pool has
+/// workers, so that a burst of bulk requests cannot multiply the threads that wait for
+/// CipherTrust (with none left, the worker does all the calls itself).
+fn open_in_parallel(
+    ctx: &Ctx,
+    name: &str,
+    key: &MasterKey,
+    requests: &[DecryptRequest],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, Response> {
+    let workers = ctx.state.gauges.workers.load(Ordering::Relaxed).max(1);
+    let helpers = Helpers::take(requests.len().saturating_sub(1), workers);
+    let chunk = requests.len().div_ceil(helpers.0 + 1).max(1);
+    std::thread::scope(|scope| {
+        let mut parts = requests.chunks(chunk);
+        let mine = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || open_all(ctx, name, key, part)))
+            .collect();
+        let mut all = open_all(ctx, name, key, mine)?;
+        for other in others {
+            match other.join() {
+                Ok(opened) => all.extend(opened?),
+                Err(_) => return Err(Response::error(500, "failed to decrypt")),
+            }
+        }
+        Ok(all)
+    })
+}
+
 /// Adds a version to a resident key (kes's own route: no KES release rotates keys).
 pub fn rotate(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
@@ -480,4 +519,24 @@ pub fn decode_every_body(body: &[u8]) {
     let _ = parse_object::<DecryptRequest>(body, "");
     let _ = parse_object::<HmacRequest>(body, "");
     let _ = parse_body::<Vec<DecryptRequest>>(body, "");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Helpers;
+
+    #[test]
+    fn bulk_helpers_are_bounded_across_requests() {
+        let first = Helpers::take(10, 4);
+        assert_eq!(first.0, 4);
+        assert_eq!(
+            Helpers::take(10, 4).0,
+            0,
+            "none left while the first holds them"
+        );
+        let small = Helpers::take(1, 6);
+        assert_eq!(small.0, 1);
+        drop(first);
+        assert_eq!(Helpers::take(10, 4).0, 3, "one is still held");
+    }
 }
