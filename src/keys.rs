@@ -150,6 +150,11 @@ impl Keys {
         }
     }
 
+    /// Drops what the cache knows of `name` (a resident key the keystore no longer has).
+    pub fn forget(&self, name: &str) {
+        self.cache.remove(name);
+    }
+
     /// Deletes `name` from the keystore, then from the cache.
     pub fn delete(&self, name: &str) -> Result<(), KeyStoreError> {
         let result = self.store.delete(name);

@@ -263,6 +263,13 @@ fn resident_key_lifecycle() {
     );
     assert!(s.sim.key_versions("my-key").is_empty());
     assert_eq!(c.get("/v1/key/describe/my-key").status, 404);
+    // A key deleted in CM behind kes's back: the generate that finds it gone makes kes
+    // forget its cached facts, so describe says so too.
+    generate(&mut c, "my-key-2", "ctx").unwrap();
+    assert_eq!(c.get("/v1/key/describe/my-key-2").status, 200);
+    s.sim.remove_key("my-key-2");
+    assert_eq!(generate(&mut c, "my-key-2", "ctx").unwrap_err().status, 404);
+    assert_eq!(c.get("/v1/key/describe/my-key-2").status, 404);
     // (Not resident any more, the name is looked up among the secrets too.)
     assert_eq!(
         decrypt(&mut c, "my-key", &sealed, "bucket/object").status,

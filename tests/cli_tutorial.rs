@@ -25,7 +25,7 @@ fn ciphertrust_tutorial_runs_as_written() {
 #[test]
 fn ciphertrust_tutorial_with_resident_master_keys() {
     let sim = CtmSim::start();
-    let rotate = "    - /v1/key/rotate/my-app*\n";
+    let rotate = "    - /v1/key/rotate/my-app*\n    - /v1/key/describe/my-app*\n";
     tutorial(
         &sim,
         "      master_keys: resident\n",
@@ -38,6 +38,14 @@ fn ciphertrust_tutorial_with_resident_master_keys() {
                 serde_json::from_str(&ok(run(&["key", "derive", "-k", "my-app-key"]))).unwrap();
             assert_ne!(derived["ciphertext"].as_str(), Some(ciphertext));
             ok(run(&["key", "decrypt", "-k", "my-app-key", ciphertext]));
+            let info: serde_json::Value =
+                serde_json::from_str(&ok(run(&["key", "info", "-k", "--json", "my-app-key"])))
+                    .unwrap();
+            assert_eq!(
+                (info["resident"].as_bool(), info["version"].as_u64()),
+                (Some(true), Some(1)),
+                "{info}"
+            );
             assert!(fails(run(&["key", "rotate", "-k", "other"])).contains("not authorized"));
         },
     );

@@ -375,7 +375,13 @@ fn seal(ctx: &Ctx, name: &str, plaintext: &[u8], context: &[u8]) -> Result<Vec<u
             .store()
             .seal(name, plaintext, context)
             .map(|sealed| sealed.encode())
-            .map_err(|e| store_failure(e, "failed to encrypt")),
+            .map_err(|e| {
+                if e == KeyStoreError::NotFound {
+                    // Deleted in CipherTrust behind kes's back: the next request looks again.
+                    ctx.state.keys.forget(name);
+                }
+                store_failure(e, "failed to encrypt")
+            }),
     }
 }
 

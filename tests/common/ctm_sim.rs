@@ -379,6 +379,15 @@ impl CtmSim {
             .collect()
     }
 
+    /// Deletes every version of key `name` behind the API's back (as an administrator
+    /// would in CM's console).
+    pub fn remove_key(&self, name: &str) {
+        lock(&self.inner.state)
+            .keys2
+            .objects
+            .retain(|k| k.name != name);
+    }
+
     /// TCP connections accepted so far.
     pub fn connections_opened(&self) -> u64 {
         self.inner.next_connection.load(Ordering::SeqCst)
