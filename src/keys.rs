@@ -11,9 +11,19 @@ use crate::config::CacheExpiry;
 use crate::crypto::{KeyVersion, OldestReader};
 use crate::keystore::{KeyStore, KeyStoreError};
 
+/// A master key as the cache keeps it.
+#[derive(Clone)]
+pub enum MasterKey {
+    /// A key kes holds: its stored value, parsed.
+    Local(Arc<KeyVersion>),
+    /// A key that never leaves the keystore; only the facts that are not secret are
+    /// kept: that it exists, and its newest version (as of the load or a rotation).
+    Resident { version: u32 },
+}
+
 pub struct Keys {
     store: Arc<dyn KeyStore>,
-    cache: KeyCache<Arc<KeyVersion>>,
+    cache: KeyCache<MasterKey>,
 }
 
 impl Keys {
@@ -39,17 +49,67 @@ impl Keys {
         self.store.describe()
     }
 
-    /// Stores a new key in the form `reader` reads; [`KeyStoreError::Exists`] if the
+    /// Creates key `name`: a resident key when the keystore makes those, else a stored
+    /// key made by `make`, in the form `reader` reads. [`KeyStoreError::Exists`] if the
     /// name is taken. The cache is not filled: the first use reads the stored value back,
     /// so the server uses the key exactly as every other node sees it.
     pub fn create(
         &self,
         name: &str,
+        make: impl FnOnce() -> KeyVersion,
+        reader: OldestReader,
+    ) -> Result<(), KeyStoreError> {
+        if self.store.creates_resident() {
+            let version = self.store.create_resident(name)?;
+            self.cache.remove(name);
+            log::debug!("created resident key '{name}' (version {version})");
+            return Ok(());
+        }
+        self.import(name, &make(), reader)
+    }
+
+    /// Stores `key`, whose value kes knows, in the form `reader` reads; refused when the
+    /// keystore keeps its master keys resident (such a key would be known outside it).
+    pub fn import(
+        &self,
+        name: &str,
         key: &KeyVersion,
         reader: OldestReader,
     ) -> Result<(), KeyStoreError> {
+        self.may_import()?;
         let encoded = zeroize::Zeroizing::new(key.encode_for(reader));
         self.store.create(name, encoded.as_bytes())
+    }
+
+    /// Whether keys may be imported: not when the keystore keeps master keys resident.
+    pub fn may_import(&self) -> Result<(), KeyStoreError> {
+        if self.store.creates_resident() {
+            return Err(KeyStoreError::Unsupported(
+                "importing keys is not supported with master_keys: resident: a resident key is never known outside CipherTrust Manager".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keystore, for the resident-key operations (seal, unseal) that go to it on
+    /// every call.
+    pub fn store(&self) -> &dyn KeyStore {
+        &*self.store
+    }
+
+    /// Adds a version to resident key `name` and remembers it as the newest.
+    pub fn rotate(&self, name: &str) -> Result<u32, KeyStoreError> {
+        match self.get(name)? {
+            MasterKey::Local(_) => Err(KeyStoreError::Unsupported(format!(
+                "rotation is not supported for this key: '{name}' is a key kes holds (a stored value without versions); only resident keys rotate"
+            ))),
+            MasterKey::Resident { .. } => {
+                let version = self.store.rotate(name)?;
+                // The next load reads the newest version again (one keystore call).
+                self.cache.remove(name);
+                Ok(version)
+            }
+        }
     }
 
     /// The parsed key `name`, from the cache when it holds it.
@@ -59,33 +119,48 @@ impl Keys {
     /// cached when the keystore went away could age out in between and fail although the
     /// `offline` window should have kept them. A load that reaches the keystore ends
     /// offline mode.
-    pub fn get(&self, name: &str) -> Result<Arc<KeyVersion>, KeyStoreError> {
+    ///
+    /// A name is a resident key when the keystore has one of that name, otherwise a
+    /// stored key: so keys stored before `master_keys: resident` keep working.
+    pub fn get(&self, name: &str) -> Result<MasterKey, KeyStoreError> {
         self.cache.get_or_load(name, || {
-            let stored = match self.store.get(name) {
-                Ok(stored) => {
-                    self.cache.set_offline(false);
-                    stored
-                }
-                Err(e) => {
-                    match e {
-                        KeyStoreError::Unreachable(_) => self.cache.set_offline(true),
-                        KeyStoreError::NotFound => self.cache.set_offline(false),
-                        _ => {}
-                    }
-                    return Err(e);
-                }
-            };
-            KeyVersion::parse(&stored).map(Arc::new).map_err(|e| {
+            let loaded = self.load(name);
+            match &loaded {
+                Ok(_) => self.cache.set_offline(false),
+                Err(KeyStoreError::Unreachable(_)) => self.cache.set_offline(true),
+                Err(KeyStoreError::NotFound) => self.cache.set_offline(false),
+                Err(_) => {}
+            }
+            loaded
+        })
+    }
+
+    fn load(&self, name: &str) -> Result<MasterKey, KeyStoreError> {
+        if let Some(version) = self.store.resident_version(name)? {
+            return Ok(MasterKey::Resident { version });
+        }
+        let stored = self.store.get(name)?;
+        KeyVersion::parse(&stored)
+            .map(|key| MasterKey::Local(Arc::new(key)))
+            .map_err(|e| {
                 log::error!("stored key '{name}' cannot be read: {e}");
                 KeyStoreError::Other(format!("stored key '{name}' cannot be read: {e}"))
             })
-        })
     }
 
     /// The parsed key `name` if the cache holds it, never waiting for the keystore: what
     /// an event loop may ask (it must not wait for CipherTrust).
+    /// Only keys kes holds: a resident key needs a keystore call for every use.
     pub fn get_cached(&self, name: &str) -> Option<Arc<KeyVersion>> {
-        self.cache.get_fresh(name)
+        match self.cache.get_fresh(name)? {
+            MasterKey::Local(key) => Some(key),
+            MasterKey::Resident { .. } => None,
+        }
+    }
+
+    /// Drops what the cache knows of `name` (a resident key the keystore no longer has).
+    pub fn forget(&self, name: &str) {
+        self.cache.remove(name);
     }
 
     /// Deletes `name` from the keystore, then from the cache.

@@ -2,7 +2,9 @@
 //! simulator: server and app identities with `kes tool identity`, the tutorial's
 //! `server-config.yml` (`root: disabled`, the `my-app` policy for `${APP_IDENTITY}`,
 //! `keystore.gemalto.keysecure`), `kes server --config=server-config.yml --auth=off`, then
-//! `kes key create -k`, `kes key derive -k` and `kes key decrypt -k` as the app.
+//! `kes key create -k`, `kes key derive -k` and `kes key decrypt -k` as the app; then
+//! the same with `master_keys: resident` (the keys never leave CipherTrust), plus
+//! `kes key rotate`.
 
 mod cli_support;
 #[path = "common/ctm_sim.rs"]
@@ -16,6 +18,52 @@ use ctm_sim::{CtmSim, REFRESH_TOKEN};
 #[test]
 fn ciphertrust_tutorial_runs_as_written() {
     let sim = CtmSim::start();
+    tutorial(&sim, "", "", |_, _| {});
+    assert_eq!(sim.secret_type("my-app-key").as_deref(), Some("seed"));
+}
+
+#[test]
+fn ciphertrust_tutorial_with_resident_master_keys() {
+    let sim = CtmSim::start();
+    let rotate = "    - /v1/key/rotate/my-app*\n    - /v1/key/describe/my-app*\n";
+    tutorial(
+        &sim,
+        "      master_keys: resident\n",
+        rotate,
+        |run, ciphertext| {
+            // A rotation: new data keys use version 1, the tutorial's still decrypts.
+            let rotated = ok(run(&["key", "rotate", "-k", "--json", "my-app-key"]));
+            assert_eq!(rotated.trim(), r#"{"name":"my-app-key","version":1}"#);
+            let derived: serde_json::Value =
+                serde_json::from_str(&ok(run(&["key", "derive", "-k", "my-app-key"]))).unwrap();
+            assert_ne!(derived["ciphertext"].as_str(), Some(ciphertext));
+            ok(run(&["key", "decrypt", "-k", "my-app-key", ciphertext]));
+            let info: serde_json::Value =
+                serde_json::from_str(&ok(run(&["key", "info", "-k", "--json", "my-app-key"])))
+                    .unwrap();
+            assert_eq!(
+                (info["resident"].as_bool(), info["version"].as_u64()),
+                (Some(true), Some(1)),
+                "{info}"
+            );
+            assert!(fails(run(&["key", "rotate", "-k", "other"])).contains("not authorized"));
+        },
+    );
+    // The key is CipherTrust's, never exported: no secret, two versions.
+    assert_eq!(sim.secret_count(), 0);
+    assert_eq!(sim.key_versions("my-app-key").len(), 2);
+    assert_eq!(sim.export_count(), 0);
+}
+
+/// The tutorial's steps 2 to 6 with `keystore_extra` added to the keystore section and
+/// `policy_extra` to the app's paths; `more` runs further `kes` commands as the app, given
+/// the tutorial's ciphertext.
+fn tutorial(
+    sim: &CtmSim,
+    keystore_extra: &str,
+    policy_extra: &str,
+    more: impl FnOnce(&dyn Fn(&[&str]) -> std::process::Output, &str),
+) {
     let dir = TempDir::new("tutorial");
     let run = |args: &[&str], env: &[(&str, &str)]| kes_in(&dir.0, args, env);
 
@@ -37,7 +85,7 @@ policy:
     - /v1/key/create/my-app*
     - /v1/key/generate/my-app*
     - /v1/key/decrypt/my-app*
-    identities:
+{policy_extra}    identities:
     - ${{APP_IDENTITY}}
 keystore:
   gemalto:
@@ -49,7 +97,7 @@ keystore:
         retry: 15s
       tls:
         ca: {ca}
-"#,
+{keystore_extra}"#,
         endpoint = sim.endpoint(),
         token = REFRESH_TOKEN,
         ca = sim.ca_file().display()
@@ -84,4 +132,5 @@ keystore:
     // The policy holds: nothing outside my-app*, and no admin (root: disabled).
     assert!(fails(run(&["key", "create", "-k", "other"], &app)).contains("not authorized"));
     assert!(fails(run(&["status", "-k"], &app)).contains("not authorized"));
+    more(&|args: &[&str]| run(args, &app), ciphertext);
 }

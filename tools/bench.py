@@ -68,10 +68,11 @@ class Server:
         self.log = open(os.path.join(self.dir, "server.log"), "w+")
         self.proc = None
         self.url = None
+        self.extra_args = []  # more `kes server` flags (tools/bench_resident.py: --workers)
 
     def start(self, addr="127.0.0.1:0"):
         self.proc = subprocess.Popen(
-            [self.binary, "server", "--config", self.config, "--addr", addr],
+            [self.binary, "server", "--config", self.config, "--addr", addr, *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=self.log,
         )
         for _ in range(200):

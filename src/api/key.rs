@@ -1,7 +1,7 @@
 //! Key routes: create, import, describe, list, delete, and the cryptographic operations
 //! MinIO calls on every encrypted PUT (generate) and GET (decrypt).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -13,7 +13,8 @@ use super::routes::Reply;
 use super::{Ctx, errors, fail, valid_name};
 use crate::crypto::{Cipher, KeyVersion, OldestReader, random_dek};
 use crate::http::Response;
-use crate::keystore::{KeyStore, KeyStoreError};
+use crate::keys::MasterKey;
+use crate::keystore::{KeyStore, KeyStoreError, Sealed};
 
 /// Most ciphertexts one bulk decrypt may carry, as in the 2023 servers.
 const BULK_MAX: usize = 1000;
@@ -38,6 +39,7 @@ fn store_failure(err: KeyStoreError, what: &str) -> Response {
     match err {
         KeyStoreError::NotFound => fail(errors::KEY_NOT_FOUND),
         KeyStoreError::Exists => fail(errors::KEY_EXISTS),
+        KeyStoreError::Unsupported(msg) => Response::error(501, &msg),
         other => {
             log::error!("{what}: {other}");
             Response::error(502, what)
@@ -45,10 +47,10 @@ fn store_failure(err: KeyStoreError, what: &str) -> Response {
     }
 }
 
-fn load(ctx: &Ctx, name: &str) -> Result<Arc<KeyVersion>, Response> {
+fn load(ctx: &Ctx, name: &str) -> Result<MasterKey, Response> {
     if let Some(key) = &ctx.cached_key {
         // Taken from the cache for this request's resource, which `name` comes from.
-        return Ok(key.clone());
+        return Ok(MasterKey::Local(key.clone()));
     }
     ctx.state
         .keys
@@ -87,12 +89,17 @@ fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result
     }
 }
 
-/// Creates `name` unless it exists (the `keys:` section of the config), in the form
-/// `reader` reads.
+/// Creates `name` unless it exists (the `keys:` section of the config): resident when
+/// the keystore makes resident keys, else in the form `reader` reads.
 pub fn ensure_key(keystore: &dyn KeyStore, name: &str, reader: OldestReader) -> Result<(), String> {
-    let key = KeyVersion::generate(Cipher::default_for_cpu(), "");
-    let encoded = Zeroizing::new(key.encode_for(reader));
-    match keystore.create(name, encoded.as_bytes()) {
+    let created = if keystore.creates_resident() {
+        keystore.create_resident(name).map(drop)
+    } else {
+        let key = KeyVersion::generate(Cipher::default_for_cpu(), "");
+        let encoded = Zeroizing::new(key.encode_for(reader));
+        keystore.create(name, encoded.as_bytes())
+    };
+    match created {
         Ok(()) | Err(KeyStoreError::Exists) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
@@ -100,10 +107,13 @@ pub fn ensure_key(keystore: &dyn KeyStore, name: &str, reader: OldestReader) -> 
 
 pub fn create(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
-    let key = KeyVersion::generate(Cipher::default_for_cpu(), ctx.identity);
     ctx.state
         .keys
-        .create(name, &key, ctx.live.config.oldest_reader)
+        .create(
+            name,
+            || KeyVersion::generate(Cipher::default_for_cpu(), ctx.identity),
+            ctx.live.config.oldest_reader,
+        )
         .map_err(|e| store_failure(e, "failed to create key"))?;
     Ok(Response::ok())
 }
@@ -123,6 +133,11 @@ struct ImportRequest {
 
 pub fn import(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
+    // Refused before the body is looked at: the key bytes are not wanted here.
+    ctx.state
+        .keys
+        .may_import()
+        .map_err(|e| store_failure(e, "failed to import key"))?;
     let req: ImportRequest = parse_object(&ctx.req.body, "invalid import key request body")?;
     let (bytes, cipher) = match (req.key, req.bytes) {
         (Some(key), _) => {
@@ -183,14 +198,28 @@ pub fn import(ctx: &Ctx) -> Reply {
     }
     ctx.state
         .keys
-        .create(name, &key, reader)
+        .import(name, &key, reader)
         .map_err(|e| store_failure(e, "failed to create key"))?;
     Ok(Response::ok())
 }
 
 pub fn describe(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
-    let key = load(ctx, name)?;
+    let key = match load(ctx, name)? {
+        MasterKey::Local(key) => key,
+        MasterKey::Resident { version } => {
+            // No key id or creation facts: CipherTrust holds them, kes never reads the key.
+            return Ok(Response::json(
+                200,
+                &json!({
+                    "name": name,
+                    "algorithm": Cipher::Aes256.legacy_name(),
+                    "resident": true,
+                    "version": version,
+                }),
+            ));
+        }
+    };
     // The 2023 algorithm names: both SDK generations accept them, while the 2023 SDK
     // rejects the last release's "AES256". A key stored without an algorithm has none
     // here either, as a 2023 node answers for it; both SDKs read the absent field as
@@ -269,9 +298,7 @@ struct EncryptRequest {
 pub fn encrypt(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: EncryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
-    let key = load(ctx, name)?;
-    let reader = ctx.live.config.oldest_reader;
-    let ciphertext = key.encrypt_for(reader, &req.plaintext.0, &req.context.0);
+    let ciphertext = seal(ctx, name, &req.plaintext.0, &req.context.0)?;
     Ok(Response::json(
         200,
         &json!({ "ciphertext": B64.encode(ciphertext) }),
@@ -292,10 +319,8 @@ pub fn generate(ctx: &Ctx) -> Reply {
     } else {
         parse_object(&ctx.req.body, "invalid request body")?
     };
-    let key = load(ctx, name)?;
     let dek = random_dek();
-    let reader = ctx.live.config.oldest_reader;
-    let ciphertext = key.encrypt_for(reader, dek.as_ref(), &req.context.0);
+    let ciphertext = seal(ctx, name, dek.as_ref(), &req.context.0)?;
     let plaintext = Zeroizing::new(B64.encode(dek.as_ref()));
     let ciphertext = B64.encode(ciphertext);
     Ok(Response::json(
@@ -332,9 +357,7 @@ pub fn decrypt(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: DecryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
     let key = load(ctx, name)?;
-    let plaintext = key
-        .decrypt(&req.ciphertext.0, &req.context.0)
-        .map_err(|_| fail(errors::DECRYPT))?;
+    let plaintext = open(ctx, name, &key, &req)?;
     let encoded = Zeroizing::new(B64.encode(plaintext.as_slice()));
     Ok(Response::json(
         200,
@@ -351,18 +374,149 @@ pub fn bulk_decrypt(ctx: &Ctx) -> Reply {
         return Err(Response::error(400, "too many ciphertexts"));
     }
     let key = load(ctx, name)?;
-    let mut plaintexts = Vec::with_capacity(requests.len());
-    for req in &requests {
-        let plaintext = key
-            .decrypt(&req.ciphertext.0, &req.context.0)
-            .map_err(|_| fail(errors::DECRYPT))?;
-        plaintexts.push(Zeroizing::new(B64.encode(plaintext.as_slice())));
-    }
+    let plaintexts = match key {
+        MasterKey::Local(_) => open_all(ctx, name, &key, &requests)?,
+        MasterKey::Resident { .. } => open_in_parallel(ctx, name, &key, &requests)?,
+    };
+    let plaintexts: Vec<_> = plaintexts
+        .iter()
+        .map(|p| Zeroizing::new(B64.encode(p.as_slice())))
+        .collect();
     let body: Vec<_> = plaintexts
         .iter()
         .map(|p| Plaintext { plaintext: p })
         .collect();
     Ok(Response::json(200, &body))
+}
+
+/// Encrypts with key `name`: here with a key kes holds (in the form
+/// `compat.oldest_reader` reads), inside the keystore with a resident one (whose answer becomes an envelope, see `crate::keystore::sealed`).
+fn seal(ctx: &Ctx, name: &str, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, Response> {
+    match load(ctx, name)? {
+        MasterKey::Local(key) => {
+            Ok(key.encrypt_for(ctx.live.config.oldest_reader, plaintext, context))
+        }
+        MasterKey::Resident { .. } => ctx
+            .state
+            .keys
+            .store()
+            .seal(name, plaintext, context)
+            .map(|sealed| sealed.encode())
+            .map_err(|e| {
+                if e == KeyStoreError::NotFound {
+                    // Deleted in CipherTrust behind kes's back: the next request looks again.
+                    ctx.state.keys.forget(name);
+                }
+                store_failure(e, "failed to encrypt")
+            }),
+    }
+}
+
+/// Decrypts one ciphertext with `key`; a ciphertext the key did not make, or made with
+/// another context, is the SDKs' "not authentic" error.
+fn open(
+    ctx: &Ctx,
+    name: &str,
+    key: &MasterKey,
+    req: &DecryptRequest,
+) -> Result<Zeroizing<Vec<u8>>, Response> {
+    let (ciphertext, context) = (&req.ciphertext.0, &req.context.0);
+    match key {
+        MasterKey::Local(key) => key
+            .decrypt(ciphertext, context)
+            .map_err(|_| fail(errors::DECRYPT)),
+        MasterKey::Resident { .. } => {
+            let sealed = Sealed::parse(ciphertext).map_err(|_| fail(errors::DECRYPT))?;
+            ctx.state
+                .keys
+                .store()
+                .unseal(name, &sealed, context)
+                .map_err(|e| store_failure(e, "failed to decrypt"))?
+                .ok_or_else(|| fail(errors::DECRYPT))
+        }
+    }
+}
+
+fn open_all(
+    ctx: &Ctx,
+    name: &str,
+    key: &MasterKey,
+    requests: &[DecryptRequest],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, Response> {
+    requests
+        .iter()
+        .map(|req| open(ctx, name, key, req))
+        .collect()
+}
+
+/// Threads that bulk decrypts of resident keys run besides their own pool workers,
+/// across all requests at once.
+static BULK_HELPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Helper threads taken from [`BULK_HELPERS`]; given back when dropped.
+struct Helpers(usize);
+
+impl Helpers {
+    /// Up to `want` helpers, while all bulk decrypts together use at most `limit`.
+    fn take(want: usize, limit: usize) -> Helpers {
+        let mut taken = 0;
+        let _ = BULK_HELPERS.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            taken = want.min(limit.saturating_sub(used));
+            Some(used + taken)
+        });
+        Helpers(taken)
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        BULK_HELPERS.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
+/// A bulk decrypt with a resident key: one keystore call per ciphertext, several at once.
+/// The pool worker serving the request takes a share itself, and helper threads take the
+/// others; all bulk decrypts together use at most as many helpers as the pool has
+/// workers, so that a burst of bulk requests cannot multiply the threads that wait for
+/// CipherTrust (with none left, the worker does all the calls itself).
+fn open_in_parallel(
+    ctx: &Ctx,
+    name: &str,
+    key: &MasterKey,
+    requests: &[DecryptRequest],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, Response> {
+    let workers = ctx.state.gauges.workers.load(Ordering::Relaxed).max(1);
+    let helpers = Helpers::take(requests.len().saturating_sub(1), workers);
+    let chunk = requests.len().div_ceil(helpers.0 + 1).max(1);
+    std::thread::scope(|scope| {
+        let mut parts = requests.chunks(chunk);
+        let mine = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || open_all(ctx, name, key, part)))
+            .collect();
+        let mut all = open_all(ctx, name, key, mine)?;
+        for other in others {
+            match other.join() {
+                Ok(opened) => all.extend(opened?),
+                Err(_) => return Err(Response::error(500, "failed to decrypt")),
+            }
+        }
+        Ok(all)
+    })
+}
+
+/// Adds a version to a resident key (kes's own route: no KES release rotates keys).
+pub fn rotate(ctx: &Ctx) -> Reply {
+    let name = key_name(ctx)?;
+    let version = ctx
+        .state
+        .keys
+        .rotate(name)
+        .map_err(|e| store_failure(e, "failed to rotate key"))?;
+    Ok(Response::json(
+        200,
+        &json!({ "name": name, "version": version }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -374,7 +528,15 @@ struct HmacRequest {
 pub fn hmac(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: HmacRequest = parse_object(&ctx.req.body, "invalid request body")?;
-    let key = load(ctx, name)?;
+    let key = match load(ctx, name)? {
+        MasterKey::Local(key) => key,
+        MasterKey::Resident { .. } => {
+            return Err(Response::error(
+                501,
+                "HMAC is not supported for resident keys",
+            ));
+        }
+    };
     let sum = key
         .hmac(&req.message.0)
         .ok_or_else(|| Response::error(409, "key does not support HMAC"))?;
@@ -399,7 +561,7 @@ pub fn decode_every_body(body: &[u8]) -> [bool; 6] {
 
 #[cfg(test)]
 mod tests {
-    use super::decode_every_body;
+    use super::{Helpers, decode_every_body};
 
     #[test]
     fn each_route_accepts_exactly_its_bodies() {
@@ -438,5 +600,20 @@ mod tests {
         // Deep nesting ends in an error, not a stack overflow.
         let deep = [b"[".repeat(100_000), b"]".repeat(100_000)].concat();
         assert_eq!(decode_every_body(&deep), nothing);
+    }
+
+    #[test]
+    fn bulk_helpers_are_bounded_across_requests() {
+        let first = Helpers::take(10, 4);
+        assert_eq!(first.0, 4);
+        assert_eq!(
+            Helpers::take(10, 4).0,
+            0,
+            "none left while the first holds them"
+        );
+        let small = Helpers::take(1, 6);
+        assert_eq!(small.0, 1);
+        drop(first);
+        assert_eq!(Helpers::take(10, 4).0, 3, "one is still held");
     }
 }

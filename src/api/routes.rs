@@ -59,7 +59,8 @@ pub enum Exec {
     /// Never waits: answered on the event loop.
     Inline,
     /// Needs the master key the resource names: on the event loop when the key cache
-    /// holds it (MinIO's hot path), on the pool when it must be loaded.
+    /// holds it (MinIO's hot path), on the pool when it must be loaded, and always on
+    /// the pool for a resident key (every use is a CipherTrust call).
     Key,
     /// May wait for the keystore: always on the pool.
     Pool,
@@ -114,7 +115,8 @@ macro_rules! route {
 }
 
 /// Every route: the last release's table, plus `/v1/key/bulk/decrypt/` of the 2023
-/// servers (their MinIO clients use it).
+/// servers (their MinIO clients use it), plus kes's own `/v1/key/rotate/` (resident keys,
+/// docs/ciphertrust.md).
 pub static ROUTES: &[Route] = &[
     route!(Get "/version", 0, T10, None, Inline, false, sys::version),
     route!(Get "/v1/ready", 0, T15, Policy, Pool, false, sys::ready),
@@ -131,6 +133,7 @@ pub static ROUTES: &[Route] = &[
     route!(Put "/v1/key/decrypt/", MB, T15, Policy, Key, true, key::decrypt),
     route!(Post "/v1/key/bulk/decrypt/", MIB, T15, Policy, Key, true, key::bulk_decrypt),
     route!(Put "/v1/key/hmac/", MB, T15, Policy, Key, true, key::hmac),
+    route!(Post "/v1/key/rotate/", 0, T15, Policy, Pool, true, key::rotate),
     route!(Get "/v1/policy/describe/", 0, T15, Policy, Inline, true, policy::describe),
     route!(Get "/v1/policy/read/", 0, T15, Policy, Inline, true, policy::read),
     route!(Get "/v1/policy/list/", 0, T15, Policy, Inline, true, policy::list),

@@ -1,4 +1,5 @@
-//! `kes key …`: create, import, info, ls, rm, encrypt, decrypt, dek.
+//! `kes key …`: create, import, info, ls, rm, encrypt, decrypt, dek; `rotate` lives in
+//! `key_rotate`.
 //!
 //! Both generations are accepted: the current names and the names of releases ≤ v0.18
 //! (`list`, `delete`, `derive`, and `create NAME BASE64KEY` for an import), plus
@@ -30,6 +31,7 @@ Commands:
     encrypt                  Encrypt a message.
     decrypt                  Decrypt an encrypted message.
     dek                      Generate a new data encryption key (alias: derive).
+    rotate                   Add a version to a resident key.
 
 Options:
     -h, --help               Print command line options.
@@ -53,6 +55,7 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
         "encrypt" => encrypt(rest),
         "decrypt" => decrypt(rest),
         "dek" | "derive" => dek(rest, &command),
+        "rotate" => super::key_rotate::run(rest),
         "-h" | "--help" => Err(Exit::Help(USAGE)),
         other => Err(Exit::Error(format!(
             "{other:?} is not a key command. See 'kes key --help'"
@@ -224,6 +227,12 @@ pub struct KeyInfo {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub created_by: String,
+    /// Resident keys (kes with CipherTrust `master_keys: resident`) only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resident: bool,
+    /// The newest version of a resident key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 fn info(raw: Vec<OsString>, command: &str) -> Outcome {
@@ -266,6 +275,17 @@ fn info(raw: Vec<OsString>, command: &str) -> Outcome {
         return output::print(&output::json_line(&info));
     }
     let label = |text: &str| paint.faint(&format!("{text:<11}"));
+    if let Some(version) = info.version {
+        return output::print(&format!(
+            "{} {}\n{} {}\n{} {} (resident in the keystore)\n",
+            label("Name"),
+            paint.bold(&info.name),
+            label("Algorithm"),
+            info.algorithm,
+            label("Version"),
+            version,
+        ));
+    }
     output::print(&format!(
         "{} {}\n{} {}\n{} {}\n{} {}\n",
         label("Name"),

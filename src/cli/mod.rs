@@ -10,6 +10,7 @@ pub mod args;
 pub mod client;
 pub mod identity;
 pub mod key;
+pub mod key_rotate;
 pub mod log;
 pub mod ls;
 pub mod metric;

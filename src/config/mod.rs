@@ -169,6 +169,8 @@ pub struct KeySecureSection {
     pub endpoint: Option<Env<String>>,
     pub credentials: Option<KeySecureCredentials>,
     pub tls: Option<KeySecureTls>,
+    /// `exported` (default: the original's secrets) or `resident` (non-exportable CM keys).
+    pub master_keys: Option<Env<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -230,6 +232,8 @@ pub struct CipherTrustSettings {
     pub retry: Duration,
     pub ca: Option<PathBuf>,
     pub insecure_skip_verify: bool,
+    /// New master keys are non-exportable CipherTrust keys (`master_keys: resident`).
+    pub resident: bool,
 }
 
 impl std::fmt::Debug for CipherTrustSettings {
@@ -241,6 +245,7 @@ impl std::fmt::Debug for CipherTrustSettings {
             .field("retry", &self.retry)
             .field("ca", &self.ca)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("resident", &self.resident)
             .finish()
     }
 }
@@ -702,8 +707,21 @@ fn ciphertrust_settings(
             ),
         ));
     }
+    let resident = match ks.master_keys.as_ref().map(|m| m.0.trim()) {
+        None | Some("" | "exported") => false,
+        Some("resident") => true,
+        Some(other) => {
+            return Err((
+                line_of(text, "master_keys:"),
+                format!(
+                    "keystore.{name}.master_keys: '{other}' is not a choice: write 'exported' (master keys are CipherTrust secrets kes reads, the default) or 'resident' (master keys never leave CipherTrust)"
+                ),
+            ));
+        }
+    };
     let tls = ks.tls.unwrap_or_default();
     Ok(KeyStoreConfig::CipherTrust(CipherTrustSettings {
+        resident,
         endpoint,
         token,
         domain: credentials

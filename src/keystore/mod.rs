@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 pub mod ciphertrust;
 pub mod fs;
 pub mod mem;
+pub mod sealed;
+
+pub use sealed::Sealed;
 
 /// The most names one [`KeyStore::list`] call returns, as in the original.
 pub const LIST_PAGE: usize = 1024;
@@ -39,6 +42,9 @@ pub enum KeyStoreError {
     Unreachable(String),
     /// The keystore answered, but with an error.
     Other(String),
+    /// The keystore, or this key, cannot do what was asked (e.g. rotate a key that has no
+    /// versions); the message says what and why.
+    Unsupported(String),
 }
 
 impl fmt::Display for KeyStoreError {
@@ -47,7 +53,7 @@ impl fmt::Display for KeyStoreError {
             Self::NotFound => f.write_str("key does not exist"),
             Self::Exists => f.write_str("key already exists"),
             Self::Unreachable(msg) => write!(f, "key store is not reachable: {msg}"),
-            Self::Other(msg) => f.write_str(msg),
+            Self::Other(msg) | Self::Unsupported(msg) => f.write_str(msg),
         }
     }
 }
@@ -85,6 +91,57 @@ pub trait KeyStore: Send + Sync {
 
     /// Checks that the keystore is reachable and returns how long the check took.
     fn status(&self) -> Result<Duration, KeyStoreError>;
+
+    // Resident master keys: keys that stay inside the keystore and are used through it
+    // (CipherTrust with `master_keys: resident`). A name is resident when
+    // [`resident_version`](Self::resident_version) says so; otherwise it is a stored value
+    // as above. Backends without resident keys keep these defaults: no name is resident,
+    // and the resident operations answer `Unsupported`.
+
+    /// Whether new keys are made resident ([`create_resident`](Self::create_resident))
+    /// rather than stored values, and imported keys are refused.
+    fn creates_resident(&self) -> bool {
+        false
+    }
+
+    /// The newest version of resident key `name`, or `None` if `name` is not resident.
+    fn resident_version(&self, _name: &str) -> Result<Option<u32>, KeyStoreError> {
+        Ok(None)
+    }
+
+    /// Makes resident key `name` (never readable outside the keystore), unless a key of
+    /// that name, resident or stored, exists. Returns its version.
+    fn create_resident(&self, _name: &str) -> Result<u32, KeyStoreError> {
+        Err(no_resident_keys(self))
+    }
+
+    /// Encrypts `plaintext` with the newest version of resident key `name`, binding `aad`.
+    fn seal(&self, _name: &str, _plaintext: &[u8], _aad: &[u8]) -> Result<Sealed, KeyStoreError> {
+        Err(no_resident_keys(self))
+    }
+
+    /// Decrypts what [`seal`](Self::seal) made, with the version it names. `Ok(None)` when
+    /// the keystore refuses it as not authentic (wrong `aad`, version, tag or bytes).
+    fn unseal(
+        &self,
+        _name: &str,
+        _sealed: &Sealed,
+        _aad: &[u8],
+    ) -> Result<Option<StoredValue>, KeyStoreError> {
+        Err(no_resident_keys(self))
+    }
+
+    /// Adds a version to resident key `name` and returns it; older versions still unseal.
+    fn rotate(&self, _name: &str) -> Result<u32, KeyStoreError> {
+        Err(no_resident_keys(self))
+    }
+}
+
+fn no_resident_keys<S: KeyStore + ?Sized>(store: &S) -> KeyStoreError {
+    KeyStoreError::Unsupported(format!(
+        "the keystore {} has no resident keys (only CipherTrust with master_keys: resident)",
+        store.describe()
+    ))
 }
 
 /// Pages a sorted list of names: the shared listing logic of backends that can
@@ -119,6 +176,7 @@ pub fn open(config: &crate::config::KeyStoreConfig) -> Result<Arc<dyn KeyStore>,
                 retry: settings.retry,
                 ca: settings.ca.clone(),
                 insecure_skip_verify: settings.insecure_skip_verify,
+                resident: settings.resident,
             };
             let store = ciphertrust::CipherTrust::connect(config)
                 .map_err(|e| format!("CipherTrust keystore at {}: {e}", settings.endpoint))?;

@@ -15,6 +15,9 @@
 //!   the same port, data and tokens kept), added latency, 5xx answers, expire all tokens,
 //!   listing quirks. Every request is counted per route.
 //!
+//! * Keys (`/api/v1/vault/keys2`), key versions and the crypto endpoints for resident
+//!   master keys live in `ctm_keys.rs`; exports of unexportable keys are refused.
+//!
 //! One thread per connection; HTTP/1.1 with keep-alive; requests parsed with `httparse`.
 
 #![allow(dead_code)]
@@ -31,6 +34,9 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 
+#[path = "ctm_keys.rs"]
+mod keys;
+
 /// The refresh token the simulator accepts unless told otherwise.
 pub const REFRESH_TOKEN: &str = "sim-refresh-token-0123456789";
 
@@ -42,17 +48,44 @@ pub enum Route {
     Export,
     Delete,
     List,
+    /// `GET /api/v1/vault/secrets/{name}`: a secret's metadata, no material.
+    SecretGet,
+    /// `POST /api/v1/vault/keys2`.
+    KeyCreate,
+    /// `GET /api/v1/vault/keys2/{name}`.
+    KeyGet,
+    /// `GET /api/v1/vault/keys2`.
+    KeyList,
+    /// `POST /api/v1/vault/keys2/{id}/versions`.
+    KeyVersion,
+    /// `DELETE /api/v1/vault/keys2/{name}`.
+    KeyDelete,
+    /// Any export of a key: `POST /api/v1/vault/keys2/{name}/export`.
+    KeyExport,
+    /// `POST /api/v1/crypto/encrypt`.
+    Encrypt,
+    /// `POST /api/v1/crypto/decrypt`.
+    Decrypt,
     /// `GET /` (the status probe) and any other GET outside the API.
     Probe,
     Other,
 }
 
-const ROUTES: [Route; 7] = [
+const ROUTES: [Route; 16] = [
     Route::Token,
     Route::Create,
     Route::Export,
     Route::Delete,
     Route::List,
+    Route::SecretGet,
+    Route::KeyCreate,
+    Route::KeyGet,
+    Route::KeyList,
+    Route::KeyVersion,
+    Route::KeyDelete,
+    Route::KeyExport,
+    Route::Encrypt,
+    Route::Decrypt,
     Route::Probe,
     Route::Other,
 ];
@@ -110,6 +143,7 @@ struct State {
     tokens: HashMap<String, Instant>,
     next_token: u64,
     list_quirk: ListQuirk,
+    keys2: keys::Keys2,
 }
 
 #[derive(Clone)]
@@ -135,7 +169,10 @@ impl Reply {
     }
 
     fn error(status: u16, code: u32, desc: &str) -> Self {
-        Self::json(status, json!({ "code": code, "codeDesc": desc }))
+        Self::json(
+            status,
+            json!({ "code": code, "codeDesc": desc, "message": desc }),
+        )
     }
 
     fn text(status: u16, text: &str) -> Self {
@@ -183,6 +220,7 @@ impl CtmSim {
                 tokens: HashMap::new(),
                 next_token: 1,
                 list_quirk: ListQuirk::None,
+                keys2: keys::Keys2::default(),
             }),
             token_secs: AtomicU64::new(300),
             latency_ms: AtomicU64::new(0),
@@ -327,6 +365,37 @@ impl CtmSim {
         let mut state = lock(&self.inner.state);
         assert!(!state.by_name.contains_key(name), "secret {name} exists");
         insert(&mut state, name, material, "seed");
+    }
+
+    /// The versions of key `name` (one object each): `(version, unexportable, usageMask)`.
+    pub fn key_versions(&self, name: &str) -> Vec<(u32, bool, u64)> {
+        let state = lock(&self.inner.state);
+        state
+            .keys2
+            .objects
+            .iter()
+            .filter(|k| k.name == name)
+            .map(|k| (k.version, k.unexportable, k.usage_mask))
+            .collect()
+    }
+
+    /// Deletes every version of key `name` behind the API's back (as an administrator
+    /// would in CM's console).
+    pub fn remove_key(&self, name: &str) {
+        lock(&self.inner.state)
+            .keys2
+            .objects
+            .retain(|k| k.name != name);
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.next_connection.load(Ordering::SeqCst)
+    }
+
+    /// Requests on routes that can hand out key material (secret and key exports).
+    pub fn export_count(&self) -> u64 {
+        self.count(Route::Export) + self.count(Route::KeyExport)
     }
 
     pub fn is_up(&self) -> bool {
@@ -568,6 +637,8 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        403 => "Forbidden",
+        406 => "Not Acceptable",
         409 => "Conflict",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -578,7 +649,18 @@ fn reason(status: u16) -> &'static str {
 
 fn route_of(method: &str, path: &str) -> Route {
     let secret_path = path.strip_prefix("/api/v1/vault/secrets/");
+    let key_path = path.strip_prefix("/api/v1/vault/keys2/");
+    let one_element = |rest: &str| !rest.is_empty() && !rest.contains('/');
     match (method, path) {
+        ("POST", "/api/v1/vault/keys2") => Route::KeyCreate,
+        ("GET", "/api/v1/vault/keys2") => Route::KeyList,
+        ("POST", "/api/v1/crypto/encrypt") => Route::Encrypt,
+        ("POST", "/api/v1/crypto/decrypt") => Route::Decrypt,
+        ("GET", _) if key_path.is_some_and(one_element) => Route::KeyGet,
+        ("DELETE", _) if key_path.is_some_and(one_element) => Route::KeyDelete,
+        ("POST", _) if key_path.is_some_and(|r| r.ends_with("/versions")) => Route::KeyVersion,
+        (_, _) if key_path.is_some_and(|r| r.ends_with("/export")) => Route::KeyExport,
+        ("GET", _) if secret_path.is_some_and(one_element) => Route::SecretGet,
         ("POST", "/api/v1/auth/tokens" | "/api/v1/auth/tokens/") => Route::Token,
         ("POST", "/api/v1/vault/secrets") => Route::Create,
         ("GET", "/api/v1/vault/secrets") => Route::List,
@@ -621,7 +703,21 @@ fn handle(
 
     let json_body =
         header(headers, "content-type").is_some_and(|v| v.starts_with("application/json"));
-    if matches!(route, Route::Token | Route::Create) && !json_body {
+    if matches!(route, Route::Encrypt | Route::Decrypt)
+        && header(headers, "accept").is_none_or(|v| !v.contains("application/json"))
+    {
+        return keys::error(
+            406,
+            3,
+            "NCERRNotAcceptable",
+            "the crypto endpoints answer JSON only: send Accept: application/json",
+        );
+    }
+    if matches!(
+        route,
+        Route::Token | Route::Create | Route::KeyCreate | Route::Encrypt | Route::Decrypt
+    ) && !json_body
+    {
         return Reply::error(
             400,
             3,
@@ -673,10 +769,38 @@ fn handle(
                     }
                 }
                 Route::List => list_secrets(&state, query),
+                Route::SecretGet => {
+                    let name = percent_decode(secret_path_of(path));
+                    match find(&state, &name, query) {
+                        Some(secret) => Reply::json(
+                            200,
+                            json!({ "name": secret.name, "dataType": secret.data_type }),
+                        ),
+                        None => Reply::error(404, 5, "NCERRResourceNotFound: secret not found"),
+                    }
+                }
+                Route::KeyCreate
+                | Route::KeyGet
+                | Route::KeyList
+                | Route::KeyVersion
+                | Route::KeyDelete
+                | Route::KeyExport
+                | Route::Encrypt
+                | Route::Decrypt => {
+                    let state = &mut *state;
+                    let secrets = &state.by_name;
+                    let secret_exists = |name: &str| secrets.contains_key(name);
+                    keys::dispatch(&mut state.keys2, route, path, query, body, secret_exists)
+                }
                 _ => unreachable!(),
             }
         }
     }
+}
+
+fn secret_path_of(path: &str) -> &str {
+    path.strip_prefix("/api/v1/vault/secrets/")
+        .unwrap_or_default()
 }
 
 fn issue_token(inner: &Inner, body: &[u8]) -> Reply {
@@ -793,14 +917,7 @@ fn find<'a>(state: &'a State, element: &str, query: &str) -> Option<&'a Secret> 
 }
 
 fn list_secrets(state: &State, query: &str) -> Reply {
-    let param = |key: &str| {
-        query
-            .split('&')
-            .find_map(|p| p.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-            .and_then(|v| v.parse().ok())
-    };
-    let limit: usize = param("limit").unwrap_or(10);
-    let skip: usize = param("skip").unwrap_or(0);
+    let (skip, limit) = paging(query);
     let total = state.secrets.len();
     let mut resources: Vec<Value> = state
         .secrets
@@ -822,6 +939,17 @@ fn list_secrets(state: &State, query: &str) -> Reply {
         200,
         json!({ "skip": echoed_skip, "limit": limit, "total": total, "resources": resources }),
     )
+}
+
+/// `skip` and `limit` of a listing query (CM's defaults: 0 and 10).
+fn paging(query: &str) -> (usize, usize) {
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+    };
+    (param("skip").unwrap_or(0), param("limit").unwrap_or(10))
 }
 
 fn percent_decode(text: &str) -> String {

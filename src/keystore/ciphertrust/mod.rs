@@ -1,0 +1,341 @@
+//! The Thales CipherTrust Manager keystore (formerly Gemalto KeySecure): config keys
+//! `keystore.gemalto.keysecure` and `keystore.ciphertrust`.
+//!
+//! Every KES key is one CipherTrust *secret* of type `seed` whose `material` is the KES stored
+//! value, so stores written by the Go KES stay readable and vice versa (ciphertrust.md).
+//!
+//! # Authentication
+//!
+//! The configured *refresh token* is exchanged for short-lived API tokens (JWTs, 5 minutes
+//! by default) at `POST /api/v1/auth/tokens`; data calls carry `Authorization: Bearer <jwt>`.
+//! A background thread renews the API token at half its lifetime and, after a failed
+//! renewal, tries again after `retry`. A data call that CipherTrust answers with 401 (the
+//! token expired or was revoked early) fetches a new token once and repeats the call, so
+//! clock trouble or a missed renewal costs one round trip instead of a failed request.
+//!
+//! # Startup without the network
+//!
+//! Appliances can boot before their network is up. So [`CipherTrust::connect`] does not fail
+//! when CipherTrust Manager is unreachable: it returns a store whose operations fail with
+//! [`KeyStoreError::Unreachable`] until the background thread has obtained a first token
+//! (trying after 1 s, then doubling up to 30 s; a caller waiting for a token brings the next
+//! attempt forward to at most one per second). A status check that reaches CipherTrust
+//! while there is no token requests one itself, so the store reports itself reachable
+//! only once it can serve keys. A refresh token that CipherTrust *rejects*
+//! (a 4xx answer) is a configuration error: `connect` returns it if CipherTrust answered at
+//! start, and [`KeyStore::status`] reports it if it happens later.
+//!
+//! # Time limits and retries
+//!
+//! Every operation — including retries, a re-authentication and all pages of a listing —
+//! has [`CALL_BUDGET`] in total, comfortably below the server's 15 s route timeout. Within
+//! it, a call is repeated up to twice after a timeout, a dropped connection or a 5xx
+//! answer, after a short random pause, as the original does (ciphertrust.md §2). A refused
+//! connection is not repeated: the store reports `Unreachable` at once.
+//!
+//! # Secrets
+//!
+//! The refresh token, API tokens and key material live in zeroizing buffers, never appear
+//! in `Debug` output or error messages (error texts from CipherTrust are scrubbed of both
+//! tokens before they are used), and are never logged. Copies that the HTTP and TLS stacks
+//! make internally (header values, socket buffers) are outside our control.
+
+mod client;
+mod keys2;
+mod secrets;
+mod token;
+mod trust;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+pub use self::client::CALL_BUDGET;
+use self::client::{Call, Method, OTHER_ANSWER_LIMIT, Shared};
+use self::token::{AuthFailure, FIRST_TOKEN_BACKOFF, TokenState, renewal_loop};
+use self::trust::{build_agent, normalize_endpoint};
+use super::{KeyStore, KeyStoreError, ListPage, Sealed, StoredValue, page_of};
+use crate::sync::lock;
+
+/// Pause between failed token renewals when the configuration does not say (as the original).
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(5);
+
+/// Where CipherTrust Manager is and how to log in (config.md §5.2).
+#[derive(Clone)]
+pub struct CipherTrustConfig {
+    /// Base URL, e.g. `https://ctm.example.com`; a trailing `/` is ignored.
+    pub endpoint: String,
+    /// The CipherTrust refresh token that API tokens are minted from.
+    pub refresh_token: Zeroizing<String>,
+    /// The CipherTrust domain; empty means the root domain.
+    pub domain: String,
+    /// Pause after a failed token renewal; zero means [`DEFAULT_RETRY`].
+    pub retry: Duration,
+    /// A PEM file, or a directory of PEM files, holding the CA certificates that issued
+    /// CipherTrust's certificate. When set, only these are trusted (not the system roots).
+    pub ca: Option<PathBuf>,
+    /// Accept any server certificate. Only for tests and emergencies: anyone on the network
+    /// path can then read the tokens and every key.
+    pub insecure_skip_verify: bool,
+    /// `master_keys: resident`: new keys are non-exportable CipherTrust keys used through
+    /// CipherTrust's crypto endpoints (see `keys2`); existing secrets keep working.
+    pub resident: bool,
+}
+
+impl CipherTrustConfig {
+    /// A configuration for the root domain with the default retry pause, verifying the
+    /// server against the system roots.
+    pub fn new(endpoint: impl Into<String>, refresh_token: Zeroizing<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            refresh_token,
+            domain: String::new(),
+            retry: DEFAULT_RETRY,
+            ca: None,
+            insecure_skip_verify: false,
+            resident: false,
+        }
+    }
+}
+
+impl fmt::Debug for CipherTrustConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CipherTrustConfig")
+            .field("endpoint", &self.endpoint)
+            .field("refresh_token", &"<redacted>")
+            .field("domain", &self.domain)
+            .field("retry", &self.retry)
+            .field("ca", &self.ca)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("resident", &self.resident)
+            .finish()
+    }
+}
+
+/// A keystore backed by Thales CipherTrust Manager.
+pub struct CipherTrust {
+    shared: Arc<Shared>,
+    resident: bool,
+}
+
+impl fmt::Debug for CipherTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CipherTrust")
+            .field("endpoint", &self.shared.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CipherTrust {
+    /// Builds the store and requests a first API token.
+    ///
+    /// Fails on configuration errors (endpoint, CA certificates) and when CipherTrust
+    /// answers but rejects the refresh token. Does **not** fail when CipherTrust cannot be
+    /// reached: the store then keeps trying in the background (see the module docs).
+    pub fn connect(cfg: CipherTrustConfig) -> Result<CipherTrust, KeyStoreError> {
+        let endpoint = normalize_endpoint(&cfg.endpoint)?;
+        if cfg.insecure_skip_verify {
+            log::warn!(
+                "CipherTrust Manager at {endpoint}: TLS certificate verification is DISABLED \
+                 (insecure_skip_verify); anyone on the network path can read the API tokens \
+                 and every key. Configure tls.ca instead."
+            );
+        }
+        let agent = build_agent(&cfg)?;
+        let now = Instant::now();
+        let shared = Arc::new(Shared {
+            endpoint,
+            agent,
+            refresh_token: cfg.refresh_token,
+            domain: cfg.domain,
+            retry: if cfg.retry.is_zero() {
+                DEFAULT_RETRY
+            } else {
+                cfg.retry
+            },
+            token: Mutex::new(TokenState {
+                bearer: None,
+                generation: 0,
+                problem: None,
+                next_attempt: now,
+                backoff: FIRST_TOKEN_BACKOFF,
+                last_attempt: None,
+                requesting: false,
+                attempts: 0,
+                wanted: false,
+                closed: false,
+            }),
+            token_event: Condvar::new(),
+        });
+
+        match shared.renew(None, Instant::now() + CALL_BUDGET) {
+            Ok(_) => log::info!("CipherTrust Manager at {}: authenticated", shared.endpoint),
+            Err(AuthFailure::Refused(msg)) => return Err(KeyStoreError::Other(msg)),
+            Err(AuthFailure::Unavailable(msg)) => log::warn!(
+                "{msg}; starting anyway: key operations fail until a token is obtained, \
+                 which is retried in the background"
+            ),
+        }
+
+        let for_thread = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("kes-ctm-token".into())
+            .spawn(move || renewal_loop(&for_thread))
+            .map_err(|err| {
+                KeyStoreError::Other(format!(
+                    "cannot start the CipherTrust token renewal thread: {err}"
+                ))
+            })?;
+        Ok(CipherTrust {
+            shared,
+            resident: cfg.resident,
+        })
+    }
+}
+
+impl CipherTrust {
+    fn resident_mode(&self) -> Result<(), KeyStoreError> {
+        if self.resident {
+            Ok(())
+        } else {
+            Err(KeyStoreError::Unsupported(
+                "resident keys are off: set master_keys: resident in the CipherTrust keystore section".into(),
+            ))
+        }
+    }
+}
+
+impl Drop for CipherTrust {
+    fn drop(&mut self) {
+        // The renewal thread sees this at its next wake-up (at once unless it is inside a
+        // token request) and ends; it is not joined, so dropping never blocks.
+        lock(&self.shared.token).closed = true;
+        self.shared.token_event.notify_all();
+    }
+}
+
+impl KeyStore for CipherTrust {
+    fn describe(&self) -> String {
+        format!("ciphertrust:{}", self.shared.endpoint)
+    }
+
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), KeyStoreError> {
+        self.create_secret(name, value)
+    }
+
+    fn get(&self, name: &str) -> Result<StoredValue, KeyStoreError> {
+        self.export(name, Instant::now() + CALL_BUDGET)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), KeyStoreError> {
+        if self.resident {
+            self.delete_key(name, Instant::now() + CALL_BUDGET)?;
+        }
+        self.delete_secret(name)
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, KeyStoreError> {
+        if !self.resident {
+            return self.list_secrets(prefix, start, limit);
+        }
+        let deadline = Instant::now() + CALL_BUDGET;
+        let mut names = self.all_names("keys2", deadline)?;
+        names.extend(self.all_names("secrets", deadline)?);
+        names.sort_unstable();
+        names.dedup();
+        Ok(page_of(&names, prefix, start, limit))
+    }
+
+    fn creates_resident(&self) -> bool {
+        self.resident
+    }
+
+    fn resident_version(&self, name: &str) -> Result<Option<u32>, KeyStoreError> {
+        if !self.resident {
+            return Ok(None);
+        }
+        let info = self.lookup_key(name, Instant::now() + CALL_BUDGET)?;
+        Ok(info.map(|info| info.version))
+    }
+
+    fn create_resident(&self, name: &str) -> Result<u32, KeyStoreError> {
+        self.resident_mode()?;
+        self.create_key(name)
+    }
+
+    fn seal(&self, name: &str, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, KeyStoreError> {
+        self.resident_mode()?;
+        self.encrypt_with(name, plaintext, aad)
+    }
+
+    fn unseal(
+        &self,
+        name: &str,
+        sealed: &Sealed,
+        aad: &[u8],
+    ) -> Result<Option<StoredValue>, KeyStoreError> {
+        self.resident_mode()?;
+        self.decrypt_with(name, sealed, aad)
+    }
+
+    fn rotate(&self, name: &str) -> Result<u32, KeyStoreError> {
+        self.resident_mode()?;
+        self.rotate_key(name)
+    }
+
+    fn status(&self) -> Result<Duration, KeyStoreError> {
+        let tokenless = {
+            let state = lock(&self.shared.token);
+            if let Some(AuthFailure::Refused(msg)) = &state.problem {
+                return Err(KeyStoreError::Other(msg.clone()));
+            }
+            state.bearer.is_none().then_some(state.generation)
+        };
+        let started = Instant::now();
+        let probe = Call {
+            method: Method::Get,
+            url: &self.shared.endpoint,
+            bearer: None,
+            json: None,
+            answer_limit: OTHER_ANSWER_LIMIT,
+            any_answer_will_do: true,
+        };
+        if let Err(failure) = self.shared.send(&probe, started + CALL_BUDGET) {
+            return Err(KeyStoreError::Unreachable(
+                self.shared.unreachable(&failure.message),
+            ));
+        }
+        if let Some(generation) = tokenless {
+            // CipherTrust answers, but no API token was obtained yet (it was down when kes
+            // started): get one now, so that "ready" means key operations work, and a
+            // refused refresh token shows here rather than at the next key request.
+            self.shared
+                .renew(Some(generation), started + CALL_BUDGET)
+                .map_err(|failure| failure.to_keystore_error())?;
+        }
+        Ok(started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_refresh_token() {
+        let cfg =
+            CipherTrustConfig::new("https://ctm", Zeroizing::new("very-secret-refresh".into()));
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("very-secret-refresh"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+}
