@@ -82,6 +82,14 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_that_does_not_parse_says_so() {
+        let err = of_cert_der(b"not a certificate").unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("invalid certificate: "), "{shown}");
+        assert!(shown.len() > "invalid certificate: ".len(), "{shown}");
+    }
+
+    #[test]
     fn hex_is_lowercase_and_complete() {
         assert_eq!(hex(&[]), "");
         assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff, 0x5a]), "000ff0ff5a");
