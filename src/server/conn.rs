@@ -95,6 +95,8 @@ struct Pending {
     req: Request,
     routed: Routed,
     framing: BodyFraming,
+    /// Chunk extension and trailer bytes so far, which count toward the body limit.
+    chunk_extra: usize,
     started: Instant,
     /// When the body must have arrived and the response been written: the route's
     /// timeout, fixed when the head arrived.
@@ -395,7 +397,8 @@ impl Conn {
                 self.consume_input(n);
             }
             BodyFraming::Chunked => {
-                match http::decode_chunks(&self.inbuf, &mut pending.req.body, limit) {
+                let body = &mut pending.req.body;
+                match http::decode_chunks(&self.inbuf, body, &mut pending.chunk_extra, limit) {
                     Ok((used, complete)) => {
                         self.consume_input(used);
                         if !complete {
@@ -487,25 +490,13 @@ impl Conn {
                 };
                 return Ok(Step::Wait(start + HEADER_TIMEOUT));
             }
-            Err(HeadError::TooLarge) => {
-                let response = Response::error(431, "request header fields too large");
-                return self.refuse(&response, None, head_started);
-            }
-            Err(HeadError::Malformed(msg)) => {
-                return self.refuse(&Response::error(400, &msg), None, head_started);
-            }
+            Err(e) => return self.refuse(&head_error(e), None, head_started),
         };
         self.consume_input(head_len);
         self.head_started = None;
         let framing = match req.framing() {
             Ok(framing) => framing,
-            Err(HeadError::Malformed(msg)) => {
-                return self.refuse(&Response::error(400, &msg), Some(&req), head_started);
-            }
-            Err(HeadError::TooLarge) => {
-                let response = Response::error(431, "request header fields too large");
-                return self.refuse(&response, Some(&req), head_started);
-            }
+            Err(e) => return self.refuse(&head_error(e), Some(&req), head_started),
         };
         let announced = match framing {
             BodyFraming::Length(n) => Some(n),
@@ -542,6 +533,7 @@ impl Conn {
             req,
             routed,
             framing,
+            chunk_extra: 0,
             started,
         });
         Ok(Step::Again)
@@ -727,6 +719,15 @@ fn answerable_without_waiting(state: &State, ready: &mut Ready) -> bool {
             ready.key = state.keys.get_cached(ready.routed.resource(&ready.req));
             ready.key.is_some()
         }
+    }
+}
+
+/// The answer to a refused head.
+fn head_error(e: HeadError) -> Response {
+    match e {
+        HeadError::Malformed(msg) => Response::error(400, &msg),
+        HeadError::TooLarge => Response::error(431, "request header fields too large"),
+        HeadError::NotImplemented(msg) => Response::error(501, &msg),
     }
 }
 
