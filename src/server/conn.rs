@@ -26,8 +26,12 @@ use crate::crypto::KeyVersion;
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
 use crate::state::State;
 
-/// Time from accept to a complete first request head (TLS handshake included), and
-/// from the first byte of any later request head to its end.
+/// Time a client has for each of its turns until its first request head is complete
+/// (from accept to its first handshake flight, from each flight the server sent to the
+/// client's next, from the end of the handshake to the end of the first head), and from
+/// the first byte of any later request head to its end. Each turn starts when the
+/// server has done its part, so a server slowed down by load does not spend the
+/// client's time.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a kept-alive connection may wait for its next request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -127,6 +131,9 @@ pub struct Conn {
     tls: ServerConnection,
     peer: SocketAddr,
     accepted: Instant,
+    /// When the client's current turn before its first request began (see
+    /// [`HEADER_TIMEOUT`]).
+    client_turn: Instant,
     /// Decrypted bytes not yet consumed by a request.
     inbuf: Vec<u8>,
     /// When the first byte of the current (incomplete) head arrived.
@@ -184,6 +191,7 @@ impl Conn {
             tls,
             peer,
             accepted,
+            client_turn: accepted,
             inbuf: Vec::new(),
             head_started: None,
             pending: None,
@@ -235,7 +243,7 @@ impl Conn {
 
     /// The deadline while waiting for the handshake or the first request.
     pub fn first_deadline(&self) -> Instant {
-        self.accepted + HEADER_TIMEOUT
+        self.client_turn + HEADER_TIMEOUT
     }
 
     /// Makes all the progress the arrived bytes and the socket's room allow.
@@ -299,6 +307,10 @@ impl Conn {
         }
         let mut drained = self.read_socket()?;
         if self.tls.is_handshaking() {
+            if self.tls.wants_write() {
+                // The server's flight goes out now: the client's turn begins.
+                self.client_turn = Instant::now();
+            }
             return Ok(if self.eof {
                 Turn::Close
             } else {
@@ -308,6 +320,8 @@ impl Conn {
         }
         if self.who.is_none() {
             self.who = Some(crate::tls::peer_identity(self.tls.peer_certificates()));
+            // Handshake done: the first request's head is the client's turn.
+            self.client_turn = Instant::now();
         }
         let served_before = self.served;
         loop {
@@ -532,7 +546,7 @@ impl Conn {
             Ok(Some(parsed)) => parsed,
             Ok(None) => {
                 let start = if self.served == 0 {
-                    self.accepted
+                    self.client_turn
                 } else {
                     head_started
                 };
