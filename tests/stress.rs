@@ -347,17 +347,8 @@ fn client(
     let mut conn: Option<Conn> = None;
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match Conn::open(kes, who) {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    t.fail(format!("{label}: cannot connect: {e}"));
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            },
-        };
+        // The batch is made before a connection is opened for it: a new connection
+        // has 5 s for its first request, and making a 1 MB body is slow in a debug build.
         let n = if rng.chance(20) {
             2 + rng.below(7) as usize
         } else {
@@ -385,6 +376,17 @@ fn client(
             }
         }
         let raw: Vec<u8> = batch.iter().flat_map(|p| p.raw.iter().copied()).collect();
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::open(kes, who) {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    t.fail(format!("{label}: cannot connect: {e}"));
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
         let big = raw.len() > 1_000_000;
         let pause = !big && rng.chance(15);
         t.batches.fetch_add(1, Ordering::Relaxed);
@@ -420,9 +422,11 @@ fn client(
             conn = None;
             continue;
         }
-        let deadline = Instant::now() + ROUTE_DEADLINE + SLACK;
         let mut closed = false;
         for p in &batch {
+            // The server reads a pipelined request's head once it has answered the one
+            // before: each answer is due within the route's deadline of the last one.
+            let deadline = Instant::now() + ROUTE_DEADLINE + SLACK;
             match c.answer(deadline) {
                 Ok((status, closes)) => {
                     *t.by_status.lock().unwrap().entry(status).or_default() += 1;
@@ -444,8 +448,22 @@ fn client(
                     }
                 }
                 Err(e) => {
+                    // Late or never? Wait past the server's idle timeout (90 s) to tell a
+                    // slow server from a request nobody will read.
+                    let late = if e.starts_with("no answer") {
+                        let waited = Instant::now();
+                        match c.answer(waited + Duration::from_secs(100)) {
+                            Ok((status, _)) => format!(
+                                "; answered {status} {} ms later",
+                                waited.elapsed().as_millis()
+                            ),
+                            Err(e) => format!("; then {} s later: {e}", waited.elapsed().as_secs()),
+                        }
+                    } else {
+                        String::new()
+                    };
                     t.fail(format!(
-                        "{label}: {} (batch of {}, {} B, pause {pause}): {e}",
+                        "{label}: {} (batch of {}, {} B, pause {pause}): {e}{late}",
                         p.what,
                         batch.len(),
                         raw.len()
