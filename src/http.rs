@@ -5,6 +5,9 @@
 
 use std::fmt::Write as _;
 
+mod framing;
+pub use framing::{BodyFraming, ChunkError, MAX_CHUNK_LINE, decode_chunked, decode_chunks};
+
 /// The most header bytes a request may have. Larger heads get 431.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// The most headers a request may have.
@@ -25,13 +28,6 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
-/// How the request body is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFraming {
-    Length(u64),
-    Chunked,
-}
-
 /// Why a request head was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
@@ -39,6 +35,9 @@ pub enum HeadError {
     Malformed(String),
     /// Head larger than [`MAX_HEAD`]: 431.
     TooLarge,
+    /// A framing the server does not implement (a transfer coding other than
+    /// `chunked`): 501 with this message.
+    NotImplemented(String),
 }
 
 impl Drop for Request {
@@ -62,26 +61,10 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The body framing the head announces, or an error for contradictory framing.
+    /// The body framing the head announces, or an error for framing that is malformed,
+    /// ambiguous or unsupported (see [`framing`]).
     pub fn framing(&self) -> Result<BodyFraming, HeadError> {
-        if let Some(te) = self.header("transfer-encoding") {
-            if te.trim().eq_ignore_ascii_case("chunked") {
-                return Ok(BodyFraming::Chunked);
-            }
-            return Err(HeadError::Malformed(format!(
-                "unsupported transfer encoding '{te}'"
-            )));
-        }
-        let mut lengths = self.headers.iter().filter(|(n, _)| n == "content-length");
-        match (lengths.next(), lengths.next()) {
-            (None, _) => Ok(BodyFraming::Length(0)),
-            (Some((_, v)), None) => v
-                .trim()
-                .parse::<u64>()
-                .map(BodyFraming::Length)
-                .map_err(|_| HeadError::Malformed("invalid Content-Length".into())),
-            (Some(_), Some(_)) => Err(HeadError::Malformed("more than one Content-Length".into())),
-        }
+        framing::framing(&self.headers)
     }
 
     /// Whether the client wants the connection kept open after this request.
@@ -156,74 +139,6 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-/// Decodes a complete chunked body at the start of `buf`. `Ok(None)` means more bytes
-/// are needed; `Ok(Some((body, used)))` the body and how many bytes it took. Bodies
-/// longer than `limit` are an error, checked before they are buffered.
-pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
-    let mut body = Vec::new();
-    match decode_chunks(buf, &mut body, limit)? {
-        (used, true) => Ok(Some((body, used))),
-        (_, false) => Ok(None),
-    }
-}
-
-/// Decodes the complete chunks at the start of `buf` onto `body` (which holds what
-/// earlier calls decoded), so that a body arriving in many reads is parsed once, not
-/// again from its start after every read. Returns how many bytes of `buf` were used
-/// (only whole chunks, and the last chunk with its trailers once it is complete) and
-/// whether the body is complete.
-pub fn decode_chunks(
-    buf: &[u8],
-    body: &mut Vec<u8>,
-    limit: usize,
-) -> Result<(usize, bool), ChunkError> {
-    let mut pos = 0;
-    loop {
-        let (data_start, size) = match httparse::parse_chunk_size(&buf[pos..]) {
-            Ok(httparse::Status::Complete((n, size))) => (pos + n, size),
-            Ok(httparse::Status::Partial) => return Ok((pos, false)),
-            Err(_) => return Err(ChunkError::Malformed),
-        };
-        let size = usize::try_from(size).map_err(|_| ChunkError::TooLarge)?;
-        if body.len().saturating_add(size) > limit {
-            return Err(ChunkError::TooLarge);
-        }
-        if size == 0 {
-            // Trailer section: zero or more header lines, then an empty line.
-            let mut at = data_start;
-            loop {
-                let rest = &buf[at..];
-                let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                    return if rest.len() > MAX_HEAD {
-                        Err(ChunkError::Malformed)
-                    } else {
-                        Ok((pos, false))
-                    };
-                };
-                at += eol + 2;
-                if eol == 0 {
-                    return Ok((at, true));
-                }
-            }
-        }
-        let data_end = data_start + size;
-        if buf.len() < data_end + 2 {
-            return Ok((pos, false));
-        }
-        if &buf[data_end..data_end + 2] != b"\r\n" {
-            return Err(ChunkError::Malformed);
-        }
-        body.extend_from_slice(&buf[data_start..data_end]);
-        pos = data_end + 2;
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkError {
-    Malformed,
-    TooLarge,
 }
 
 /// A response to send.
@@ -377,40 +292,6 @@ mod tests {
             parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
             Err(HeadError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn chunked_bodies() {
-        let raw = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nNEXT";
-        let (body, used) = decode_chunked(raw, 100).unwrap().unwrap();
-        assert_eq!(body, b"abcde");
-        assert_eq!(&raw[used..], b"NEXT");
-        assert!(decode_chunked(b"3\r\nab", 100).unwrap().is_none());
-        // Piece by piece: whole chunks are used as they arrive, the rest waits.
-        let mut body = Vec::new();
-        assert_eq!(
-            decode_chunks(b"3\r\nabc\r\n4\r\nde", &mut body, 100),
-            Ok((8, false))
-        );
-        assert_eq!(body, b"abc");
-        assert_eq!(
-            decode_chunks(b"4\r\ndefg\r\n0\r\n", &mut body, 100),
-            Ok((9, false))
-        );
-        assert_eq!(
-            decode_chunks(b"0\r\nX-T: 1\r\n\r\n", &mut body, 100),
-            Ok((13, true))
-        );
-        assert_eq!(body, b"abcdefg");
-        assert_eq!(
-            decode_chunks(b"5\r\nhijkl\r\n", &mut body, 10),
-            Err(ChunkError::TooLarge)
-        );
-        assert_eq!(decode_chunked(raw, 4).unwrap_err(), ChunkError::TooLarge);
-        assert_eq!(
-            decode_chunked(b"zz\r\n", 100).unwrap_err(),
-            ChunkError::Malformed
-        );
     }
 
     #[test]

@@ -26,8 +26,12 @@ use crate::crypto::KeyVersion;
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
 use crate::state::State;
 
-/// Time from accept to a complete first request head (TLS handshake included), and
-/// from the first byte of any later request head to its end.
+/// Time a client has for each of its turns until its first request head is complete
+/// (from accept to its first handshake flight, from each flight the server sent to the
+/// client's next, from the end of the handshake to the end of the first head), and from
+/// the first byte of any later request head to its end. Each turn starts when the
+/// server has done its part, so a server slowed down by load does not spend the
+/// client's time.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a kept-alive connection may wait for its next request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -37,6 +41,12 @@ const READ_SLACK: usize = 64 * 1024;
 /// served: a client that sends requests but does not read the answers stops being served
 /// (and read from) instead of making the server queue answers without bound.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+/// After the last answer of a connection (a refusal, or `Connection: close`): how long
+/// to go on discarding what the client sends once it pauses, and at most. Closing a
+/// socket with unread bytes in its receive buffer makes the kernel send a reset, which
+/// can destroy the answer before the client has read it.
+const LINGER_QUIET: Duration = Duration::from_secs(2);
+const LINGER_MAX: Duration = Duration::from_secs(10);
 /// Requests served per connection per turn: a client that pipelines without pause gets
 /// its turn again after the other connections of its thread, not the thread to itself.
 const ANSWERS_PER_TURN: u64 = 32;
@@ -75,9 +85,18 @@ enum Turn {
     Stream(Receiver<Arc<[u8]>>),
     Offload,
     Yield,
-    /// A refusal was queued for a request that will not be read: once it is out, stop
-    /// sending and discard what the client still sends.
+    /// The connection's last answer was queued: once it is out, stop sending and discard
+    /// what the client still sends (see [`LINGER_QUIET`]).
     Drain,
+}
+
+/// A connection that sent its last answer and discards input until the client closes.
+#[derive(Debug, Clone, Copy)]
+struct Linger {
+    /// Closed when nothing arrives until then.
+    quiet_until: Instant,
+    /// Closed then in any case.
+    until: Instant,
 }
 
 /// A complete request, to be answered.
@@ -95,6 +114,8 @@ struct Pending {
     req: Request,
     routed: Routed,
     framing: BodyFraming,
+    /// Chunk extension and trailer bytes so far, which count toward the body limit.
+    chunk_extra: usize,
     started: Instant,
     /// When the body must have arrived and the response been written: the route's
     /// timeout, fixed when the head arrived.
@@ -110,6 +131,9 @@ pub struct Conn {
     tls: ServerConnection,
     peer: SocketAddr,
     accepted: Instant,
+    /// When the client's current turn before its first request began (see
+    /// [`HEADER_TIMEOUT`]).
+    client_turn: Instant,
     /// Decrypted bytes not yet consumed by a request.
     inbuf: Vec<u8>,
     /// When the first byte of the current (incomplete) head arrived.
@@ -128,9 +152,10 @@ pub struct Conn {
     who: Option<PeerIdentity>,
     served: u64,
     eof: bool,
-    /// After refusing a request whose body was not read: until when to discard what the
-    /// client still sends, so that it can read the refusal instead of a reset.
-    draining: Option<Instant>,
+    /// After the last answer (a refusal of a request whose body was not read, or a
+    /// `Connection: close`): input is discarded, so that the client can read the answer
+    /// instead of a reset.
+    draining: Option<Linger>,
     gauges: Arc<Gauges>,
 }
 
@@ -166,6 +191,7 @@ impl Conn {
             tls,
             peer,
             accepted,
+            client_turn: accepted,
             inbuf: Vec::new(),
             head_started: None,
             pending: None,
@@ -189,6 +215,26 @@ impl Conn {
             || !self.inbuf.is_empty()
     }
 
+    /// What the connection waits for, and for whom, for the log of a closed one.
+    pub fn waiting_for(&self) -> String {
+        let what = if self.tls.is_handshaking() {
+            "the TLS handshake"
+        } else if self.draining.is_some() {
+            "the client to close after the last answer"
+        } else if self.then.is_some() {
+            "the client to read its answers"
+        } else if self.pending.is_some() {
+            "the request body"
+        } else if !self.inbuf.is_empty() {
+            "the request head"
+        } else if self.served == 0 {
+            "the first request"
+        } else {
+            "the next request"
+        };
+        format!("{} waited for {what}", self.peer)
+    }
+
     /// The event loop saw the peer close its side, or an error: the next reads go on to
     /// the end of the stream (edge-triggered, no other event will say so).
     pub fn note_peer_closed(&mut self) {
@@ -197,7 +243,7 @@ impl Conn {
 
     /// The deadline while waiting for the handshake or the first request.
     pub fn first_deadline(&self) -> Instant {
-        self.accepted + HEADER_TIMEOUT
+        self.client_turn + HEADER_TIMEOUT
     }
 
     /// Makes all the progress the arrived bytes and the socket's room allow.
@@ -243,21 +289,28 @@ impl Conn {
             Turn::Yield => Next::Yield,
             Turn::Drain => {
                 let _ = self.sock.shutdown(std::net::Shutdown::Write);
-                let until = Instant::now() + Duration::from_secs(2);
-                self.draining = Some(until);
+                let now = Instant::now();
+                self.draining = Some(Linger {
+                    quiet_until: now + LINGER_QUIET,
+                    until: now + LINGER_MAX,
+                });
                 // Discarding queues nothing: this settles at once.
-                let turn = self.discard_input(until);
+                let turn = self.discard_input();
                 self.settle(turn)
             }
         }
     }
 
     fn try_advance(&mut self, state: &State, closing: bool, exec: Exec) -> io::Result<Turn> {
-        if let Some(until) = self.draining {
-            return Ok(self.discard_input(until));
+        if self.draining.is_some() {
+            return Ok(self.discard_input());
         }
         let mut drained = self.read_socket()?;
         if self.tls.is_handshaking() {
+            if self.tls.wants_write() {
+                // The server's flight goes out now: the client's turn begins.
+                self.client_turn = Instant::now();
+            }
             return Ok(if self.eof {
                 Turn::Close
             } else {
@@ -267,6 +320,8 @@ impl Conn {
         }
         if self.who.is_none() {
             self.who = Some(crate::tls::peer_identity(self.tls.peer_certificates()));
+            // Handshake done: the first request's head is the client's turn.
+            self.client_turn = Instant::now();
         }
         let served_before = self.served;
         loop {
@@ -279,7 +334,6 @@ impl Conn {
                     return Ok(Turn::Yield);
                 }
                 Step::Again => continue,
-                Step::Close => return Ok(Turn::Close),
                 Step::Stream(events) => return Ok(Turn::Stream(events)),
                 Step::Offload => return Ok(Turn::Offload),
                 Step::Drain => return Ok(Turn::Drain),
@@ -287,8 +341,18 @@ impl Conn {
                     let before = self.inbuf.len();
                     drained = self.read_socket()?;
                     if self.inbuf.len() == before && !drained && !self.eof {
-                        // The buffer is full and still holds no complete request.
-                        return Ok(Turn::Close);
+                        // The buffer is full and still holds no complete request. The
+                        // limits on heads, bodies and chunk lines leave room for any
+                        // request they accept; should this be reached anyway, the
+                        // client gets an answer, not a silent close.
+                        let pending = self.pending.take();
+                        let response = match pending {
+                            Some(_) => Response::error(413, "request body too large"),
+                            None => Response::error(431, "request header fields too large"),
+                        };
+                        let started = pending.as_ref().map_or(self.accepted, |p| p.started);
+                        self.refuse(&response, pending.as_ref().map(|p| &p.req), started)?;
+                        return Ok(Turn::Drain);
                     }
                 }
                 Step::Wait(deadline) => {
@@ -395,7 +459,8 @@ impl Conn {
                 self.consume_input(n);
             }
             BodyFraming::Chunked => {
-                match http::decode_chunks(&self.inbuf, &mut pending.req.body, limit) {
+                let body = &mut pending.req.body;
+                match http::decode_chunks(&self.inbuf, body, &mut pending.chunk_extra, limit) {
                     Ok((used, complete)) => {
                         self.consume_input(used);
                         if !complete {
@@ -463,7 +528,7 @@ impl Conn {
         let sent = self.send(&response, close, deadline);
         self.record(Some(&req), response.status, started);
         sent?;
-        Ok(if close { Step::Close } else { Step::Again })
+        Ok(if close { Step::Drain } else { Step::Again })
     }
 
     fn read_head(&mut self, state: &State) -> io::Result<Step> {
@@ -481,31 +546,19 @@ impl Conn {
             Ok(Some(parsed)) => parsed,
             Ok(None) => {
                 let start = if self.served == 0 {
-                    self.accepted
+                    self.client_turn
                 } else {
                     head_started
                 };
                 return Ok(Step::Wait(start + HEADER_TIMEOUT));
             }
-            Err(HeadError::TooLarge) => {
-                let response = Response::error(431, "request header fields too large");
-                return self.refuse(&response, None, head_started);
-            }
-            Err(HeadError::Malformed(msg)) => {
-                return self.refuse(&Response::error(400, &msg), None, head_started);
-            }
+            Err(e) => return self.refuse(&head_error(e), None, head_started),
         };
         self.consume_input(head_len);
         self.head_started = None;
         let framing = match req.framing() {
             Ok(framing) => framing,
-            Err(HeadError::Malformed(msg)) => {
-                return self.refuse(&Response::error(400, &msg), Some(&req), head_started);
-            }
-            Err(HeadError::TooLarge) => {
-                let response = Response::error(431, "request header fields too large");
-                return self.refuse(&response, Some(&req), head_started);
-            }
+            Err(e) => return self.refuse(&head_error(e), Some(&req), head_started),
         };
         let announced = match framing {
             BodyFraming::Length(n) => Some(n),
@@ -523,7 +576,7 @@ impl Conn {
                 let sent = self.send(&response, close, Instant::now() + HEADER_TIMEOUT);
                 self.record(Some(&req), response.status, head_started);
                 sent?;
-                return Ok(if close { Step::Close } else { Step::Again });
+                return Ok(if close { Step::Drain } else { Step::Again });
             }
         };
         if framing != BodyFraming::Length(0)
@@ -542,6 +595,7 @@ impl Conn {
             req,
             routed,
             framing,
+            chunk_extra: 0,
             started,
         });
         Ok(Step::Again)
@@ -562,22 +616,33 @@ impl Conn {
         Ok(Step::Drain)
     }
 
-    /// Reads and drops whatever the client sends until it closes or `until` passes.
-    fn discard_input(&mut self, until: Instant) -> Turn {
+    /// Reads and drops whatever the client sends, until it closes, pauses for
+    /// [`LINGER_QUIET`], or [`LINGER_MAX`] passes.
+    fn discard_input(&mut self) -> Turn {
+        let Some(mut linger) = self.draining else {
+            return Turn::Close;
+        };
         let mut sink = [0u8; 16 * 1024];
+        let mut arrived = false;
         loop {
             match self.sock.read(&mut sink) {
                 Ok(0) => return Turn::Close,
-                Ok(_) => {}
+                Ok(_) => arrived = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Turn::Close,
             }
         }
-        if Instant::now() >= until {
+        let now = Instant::now();
+        if arrived {
+            linger.quiet_until = now + LINGER_QUIET;
+            self.draining = Some(linger);
+        }
+        let deadline = linger.quiet_until.min(linger.until);
+        if now >= deadline {
             Turn::Close
         } else {
-            Turn::Park(until)
+            Turn::Park(deadline)
         }
     }
 
@@ -730,6 +795,15 @@ fn answerable_without_waiting(state: &State, ready: &mut Ready) -> bool {
     }
 }
 
+/// The answer to a refused head.
+fn head_error(e: HeadError) -> Response {
+    match e {
+        HeadError::Malformed(msg) => Response::error(400, &msg),
+        HeadError::TooLarge => Response::error(431, "request header fields too large"),
+        HeadError::NotImplemented(msg) => Response::error(501, &msg),
+    }
+}
+
 /// Counts a request as active until dropped (also when a handler panics).
 struct ActiveRequest;
 
@@ -747,8 +821,8 @@ enum Step {
     Offload,
     Stream(Receiver<Arc<[u8]>>),
     Wait(Instant),
-    Close,
-    /// A refusal was sent before the request was read: discard input, then close.
+    /// The connection's last answer was queued (a refusal sent before the request was
+    /// read, or `Connection: close`): discard input, then close.
     Drain,
 }
 

@@ -288,6 +288,11 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
                 thread::sleep(Duration::from_millis(10));
             }
         }
+        // Deadlines are enforced as of this poll: bytes that arrived before it are in its
+        // events and are read below, before the sweep. A deadline that passes while this
+        // round runs is enforced after the next poll, so a busy loop never closes a
+        // connection whose bytes arrived in time but were not read yet.
+        let polled = Instant::now();
         let registry = poll.registry();
         if shared.stopped.load(Ordering::Acquire) {
             for parked in conns.drain() {
@@ -320,16 +325,21 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
             let next = advance(shared, &mut parked.conn, closing, Exec::Loop);
             apply(shared, registry, &mut conns, &mut runnable, key, next);
         }
-        let now = Instant::now();
-        if closing || now.duration_since(last_sweep) >= SWEEP_EVERY {
-            last_sweep = now;
+        if closing || polled.duration_since(last_sweep) >= SWEEP_EVERY {
+            last_sweep = polled;
             let expired: Vec<usize> = conns
                 .iter()
-                .filter(|(_, p)| p.deadline <= now || closing && !p.conn.mid_request())
+                .filter(|(_, p)| p.deadline <= polled || closing && !p.conn.mid_request())
                 .map(|(key, _)| key)
                 .collect();
             for key in expired {
                 let parked = conns.remove(key);
+                if !closing {
+                    log::debug!(
+                        "closing connection: {} past its deadline",
+                        parked.conn.waiting_for()
+                    );
+                }
                 let _ = registry.deregister(&mut source(&parked.conn));
             }
         }
