@@ -53,9 +53,14 @@ esac
 [ -n "${KES_MAINTAINER:-}" ] ||
     say "packages name the placeholder maintainer '$MAINTAINER'; set KES_MAINTAINER to distribute them"
 
-# 2. Pinned tools; installed only when missing or another version.
+# 2. Pinned tools; installed only when missing or another version. Recognised by
+#    `cargo install --list`, else by their --version (cargo-auditable has none).
+tool_ok() { # command crate version
+    cargo install --list 2>/dev/null | grep -qx "$2 v$3:" ||
+        { "$1" --version 2>/dev/null; "$1" "${1#cargo-}" --version 2>/dev/null; } | grep -q " $3\$"
+}
 install_tool() { # command crate version
-    if ! "$1" --version 2>/dev/null | grep -q " $3\$"; then
+    if ! tool_ok "$@"; then
         [ "$OFFLINE" = false ] || die "$2 $3 missing; offline build: see docs/release.md"
         say "cargo install $2 $3"
         cargo install --locked --quiet "$2" --version "$3"
@@ -116,7 +121,10 @@ for target in $TARGETS; do
     say "cargo cyclonedx --target $target"
     cargo cyclonedx --quiet --manifest-path Cargo.toml --format json --spec-version 1.5 --all \
         --no-build-deps --target "$target" --override-filename "kes-$target.cdx"
-    mv "kes-$target.cdx.json" "$OUT/"
+    # It names the kes package by its directory ("path+file:///…"): mapped like the
+    # paths in the binary, so that the SBOM does not depend on where it was built.
+    sed "s|path+file://$SRC#|path+file:///build/kes#|g" "kes-$target.cdx.json" >"$OUT/kes-$target.cdx.json"
+    rm "kes-$target.cdx.json"
     find . -path ./target -prune -o -name "kes-$target.cdx.json" -exec rm -f {} +
 done
 

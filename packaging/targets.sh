@@ -6,7 +6,8 @@
 # The release targets, in build order. KES_TARGETS selects a subset.
 ALL_TARGETS="x86_64-unknown-linux-musl aarch64-unknown-linux-musl"
 
-say() { printf '==> %s\n' "$*" >&2; }
+STARTED=$(date +%s)
+say() { printf '==> [%4ss] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
 die() {
     printf '%s: %s\n' "${0##*/}" "$*" >&2
     exit 1
