@@ -40,7 +40,7 @@ trap on_exit EXIT
 
 [ -x "$BIN" ] || fail "no $BIN: run packaging/build.sh first"
 target_setup "$TARGET"
-QEMU=$(target_runner "$TARGET")
+target_runner "$TARGET"
 [ -n "$QEMU" ] || fail "$TARGET is this machine's architecture: nothing to emulate"
 command -v "$QEMU" >/dev/null || fail "no $QEMU"
 

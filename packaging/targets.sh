@@ -73,15 +73,17 @@ target_setup() {
 }
 
 # Makes `cargo test/run --target $1` run its binaries under qemu-user when the target
-# is not the machine's architecture. Prints the qemu command (nothing when native).
+# is not the machine's architecture: exports cargo's runner variable and sets QEMU to
+# the qemu command (empty when native). Not in a subshell: the export must stay.
 target_runner() {
     arch=${1%%-*}
+    QEMU=
     [ "$arch" != "$(uname -m)" ] || return 0
-    if ! command -v "qemu-$arch-static" >/dev/null; then
+    QEMU=qemu-$arch-static
+    if ! command -v "$QEMU" >/dev/null; then
         apt_install qemu-user-static
     fi
     runner_var=CARGO_TARGET_$(printf '%s' "$1" | tr 'a-z-' 'A-Z_')_RUNNER
-    eval ": \"\${$runner_var:=qemu-$arch-static}\""
+    eval ": \"\${$runner_var:=$QEMU}\""
     export "${runner_var?}"
-    echo "qemu-$arch-static"
 }
