@@ -110,6 +110,13 @@ for target in $TARGETS; do
     say "cargo deb --target $target"
     cargo deb --target "$target" --no-build --no-strip --quiet --maintainer "$MAINTAINER" \
         --output "$OUT/" >/dev/null
+    # cargo-generate-rpm lowers file times later than SOURCE_DATE_EPOCH to it and keeps
+    # earlier ones: move every asset (the one list in Cargo.toml) to at least that time,
+    # so that all of them get exactly it, whenever the checkout was made.
+    sed -n 's/^ *{ source = "\([^"]*\)".*/\1/p' Cargo.toml | while read -r asset; do
+        case $asset in target/release/*) asset=$TARGET_DIR/$target/release/${asset#target/release/} ;; esac
+        [ "$(stat -c %Y "$asset")" -ge "$SOURCE_DATE_EPOCH" ] || touch -d "@$SOURCE_DATE_EPOCH" "$asset"
+    done
     say "cargo generate-rpm --target $target"
     cargo generate-rpm --target "$target" -s "vendor = \"$MAINTAINER\"" \
         --source-date "$SOURCE_DATE_EPOCH" --output "$OUT/"
@@ -123,7 +130,9 @@ for target in $TARGETS; do
         --no-build-deps --target "$target" --override-filename "kes-$target.cdx"
     # It names the kes package by its directory ("path+file:///…"): mapped like the
     # paths in the binary, so that the SBOM does not depend on where it was built.
-    sed "s|path+file://$SRC#|path+file:///build/kes#|g" "kes-$target.cdx.json" >"$OUT/kes-$target.cdx.json"
+    # (cargo leaves the name out of the id when the directory is called "kes").
+    sed "s|path+file://$SRC#\(kes@\)\{0,1\}|path+file:///build/kes#kes@|g" "kes-$target.cdx.json" \
+        >"$OUT/kes-$target.cdx.json"
     rm "kes-$target.cdx.json"
     find . -path ./target -prune -o -name "kes-$target.cdx.json" -exec rm -f {} +
 done
