@@ -1,6 +1,7 @@
 #!/bin/bash
-# Packaging test: builds the static binary and both packages (packaging/build.sh),
-# checks their contents, installs the .deb (and the .rpm with Debian's rpm) on this
+# Packaging test: builds the static binaries and packages (packaging/build.sh),
+# checks their contents (the arm64 ones against the x86_64 ones), SHA256SUMS and the
+# SBOMs, installs the .deb (and the .rpm with Debian's rpm) on this
 # machine, runs the unit's ExecStart as the kes user against a test certificate,
 # calls /v1/status and creates a key, stops kes; runs the unit under a systemd booted
 # in namespaces; purges the package and checks what is left; then smoke-tests the bare
@@ -167,6 +168,10 @@ step "static binary"
 file "$BIN" | grep -Eq 'statically linked|static-pie linked' || fail "not static: $(file "$BIN")"
 ldd "$BIN" 2>&1 | grep -Eq 'not a dynamic executable|statically linked' || fail "ldd: $(ldd "$BIN" 2>&1)"
 version_ok "$BIN" || fail "kes --version: $("$BIN" --version)"
+"$BIN" --version | grep -qx "Target *$TARGET" || fail "kes --version names no target: $("$BIN" --version)"
+if git rev-parse --verify -q HEAD >/dev/null 2>&1; then
+    "$BIN" --version | grep -qx "Commit *$(git rev-parse HEAD)" || fail "kes --version: not commit $(git rev-parse HEAD)"
+fi
 ok "$(file -b "$BIN")"
 
 # Compares "mode owner path" lines of a package with the expected ones.
@@ -177,10 +182,15 @@ check_list() { # what actual-file expected-file
     ok "$1: $(wc -l <"$2") entries as expected"
 }
 
+# "mode owner path" lines of a package.
+deb_list() {
+    dpkg-deb -c "$1" | awk '{ p = $6; sub(/^\./, "", p); sub(/\/$/, "", p); if (p != "") print $1, $2, p }' | sort -k3
+}
+rpm_list() { rpm -qlvp "$1" 2>/dev/null | awk '{ print $1, $3 "/" $4, $NF }' | sort -k3; }
+
 step "deb contents"
 # cargo-deb records owners as numbers: 0/0 is root:root.
-dpkg-deb -c "$DEB" | awk '{ p = $6; sub(/^\./, "", p); sub(/\/$/, "", p); if (p != "") print $1, $2, p }' |
-    sort -k3 >"$WORK/deb.list"
+deb_list "$DEB" >"$WORK/deb.list"
 cat >"$WORK/deb.expected" <<'EOF'
 drwxr-xr-x 0/0 /etc
 drwxr-xr-x 0/0 /etc/kes
@@ -210,7 +220,7 @@ done
 ok "Depends: passwd; conffile /etc/kes/config.yml; maintainer scripts parse"
 
 step "rpm contents"
-rpm -qlvp "$RPM" 2>/dev/null | awk '{ print $1, $3 "/" $4, $NF }' | sort -k3 >"$WORK/rpm.list"
+rpm_list "$RPM" >"$WORK/rpm.list"
 cat >"$WORK/rpm.expected" <<'EOF'
 -rw-r----- root/kes /etc/kes/config.yml
 -rwxr-xr-x root/root /usr/bin/kes
@@ -229,6 +239,57 @@ for phase in preinstall postinstall preuninstall postuninstall; do
 done
 for script in packaging/rpm/*.sh; do sh -n "$script" || fail "$script: syntax"; done
 ok "%config(noreplace) /etc/kes/config.yml; no library requirements; 4 scriptlets"
+
+step "arm64 packages: the same files, modes, scripts as the x86_64 ones"
+DEB_ARM=$OUT/kes_${VERSION}-1_arm64.deb
+RPM_ARM=$OUT/kes-${VERSION}-1.aarch64.rpm
+[ -f "$DEB_ARM" ] || fail "no $DEB_ARM"
+[ -f "$RPM_ARM" ] || fail "no $RPM_ARM"
+deb_list "$DEB_ARM" >"$WORK/deb-arm64.list"
+check_list "arm64 deb" "$WORK/deb-arm64.list" "$WORK/deb.list"
+rpm_list "$RPM_ARM" >"$WORK/rpm-arm64.list"
+check_list "arm64 rpm" "$WORK/rpm-arm64.list" "$WORK/rpm.list"
+[ "$(dpkg-deb -f "$DEB_ARM" Architecture)" = arm64 ] || fail "arm64 deb: Architecture $(dpkg-deb -f "$DEB_ARM" Architecture)"
+[ "$(rpm -qp --qf '%{ARCH}' "$RPM_ARM" 2>/dev/null)" = aarch64 ] || fail "arm64 rpm: arch $(rpm -qp --qf '%{ARCH}' "$RPM_ARM")"
+for field in Depends Maintainer Section Description; do
+    [ "$(dpkg-deb -f "$DEB_ARM" "$field")" = "$(dpkg-deb -f "$DEB" "$field")" ] || fail "arm64 deb: $field differs"
+done
+mkdir "$WORK/control-arm64"
+dpkg-deb -e "$DEB_ARM" "$WORK/control-arm64"
+for script in conffiles postinst prerm postrm; do
+    cmp -s "$WORK/control/$script" "$WORK/control-arm64/$script" || fail "arm64 deb: $script differs"
+done
+rpm -qp --scripts "$RPM_ARM" 2>/dev/null | cmp -s - "$WORK/rpm.scripts" || fail "arm64 rpm: scriptlets differ"
+[ "$(rpm -qcp "$RPM_ARM" 2>/dev/null)" = /etc/kes/config.yml ] || fail "arm64 rpm config files: $(rpm -qcp "$RPM_ARM")"
+mkdir "$WORK/arm64"
+dpkg-deb -x "$DEB_ARM" "$WORK/arm64"
+file "$WORK/arm64/usr/bin/kes" | grep -q 'ARM aarch64.*statically linked' ||
+    fail "arm64 deb: /usr/bin/kes is $(file -b "$WORK/arm64/usr/bin/kes")"
+cmp -s "$WORK/arm64/usr/bin/kes" "$OUT/kes-aarch64-unknown-linux-musl" || fail "arm64 deb: not the built binary"
+ok "Architecture arm64 / aarch64; same file lists, control fields, maintainer scripts, scriptlets; static aarch64 binary"
+
+step "SHA256SUMS and SBOMs"
+(cd "$OUT" && sha256sum --quiet -c SHA256SUMS) || fail "SHA256SUMS does not match the artefacts"
+for artefact in "$DEB" "$RPM" "$DEB_ARM" "$RPM_ARM" "$OUT"/kes-*-linux-musl "$OUT"/kes-*.cdx.json; do
+    grep -q " ${artefact##*/}\$" "$OUT/SHA256SUMS" || fail "SHA256SUMS lacks ${artefact##*/}"
+done
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    python3 - "$OUT/kes-$target.cdx.json" "$ROOT/Cargo.lock" <<'PY' || fail "SBOM of $target"
+import json, re, sys
+bom = json.load(open(sys.argv[1]))
+assert bom["bomFormat"] == "CycloneDX", bom.get("bomFormat")
+names = {c["name"] for c in bom["components"]}
+locked = set(re.findall(r'^name = "(.*)"$', open(sys.argv[2]).read(), re.M))
+# What the binary links: present. Test-only crates: absent. Nothing unknown to Cargo.lock.
+for crate in ("rustls", "ring", "aes-gcm", "serde", "mio", "zeroize"):
+    assert crate in names, f"{crate} missing"
+for crate in ("tempfile", "criterion", "prometheus-parse"):
+    assert crate not in names, f"dev-dependency {crate} listed"
+assert names <= locked, f"not in Cargo.lock: {names - locked}"
+print(f"    {sys.argv[1].rsplit('/', 1)[-1]}: {len(names)} components")
+PY
+done
+ok "sha256sum -c SHA256SUMS; SBOMs list the linked crates and no dev-dependencies"
 
 # Test credentials: a server certificate for 127.0.0.1 and an admin client certificate.
 step "test certificates"

@@ -147,6 +147,9 @@ fn version_text() -> String {
     let lines = [
         ("Version", env!("CARGO_PKG_VERSION").to_owned(), ""),
         ("Runtime", runtime, ""),
+        // The build's target triple and commit (build.rs).
+        ("Target", env!("KES_BUILD_TARGET").to_owned(), ""),
+        ("Commit", env!("KES_BUILD_COMMIT").to_owned(), ""),
         (
             "License",
             "AGPLv3".to_owned(),
