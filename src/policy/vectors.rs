@@ -157,6 +157,9 @@ fn patterns_go_calls_malformed_are_refused_as_rules_and_list_patterns() {
         ("/v1/key/generate/[a-z", "unclosed"),
         ("/v1/key/generate/[a\\", "unclosed"),
         ("/v1/key/generate/my-app\\", "escape"),
+        // What follows an escape is still checked.
+        ("/v1/key/generate/my\\-app[", "unclosed"),
+        ("/v1/key/generate/my\\-app[]*", "'-' or ']'"),
         ("/v1/key/generate/caf\u{e9}*", "not ASCII"),
     ] {
         let err = check_syntax(pattern).expect_err(pattern);
