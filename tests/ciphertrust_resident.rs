@@ -240,16 +240,7 @@ fn resident_key_lifecycle() {
     assert_eq!(c.post("/v1/key/create/my-key-2", b"").status, 200);
     let r = c.get("/v1/key/list/my-*");
     assert_eq!(r.status, 200);
-    let names: Vec<String> = r
-        .text()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let names: Vec<String> = r.listed_names().into_iter().collect();
     assert_eq!(names, ["my-key", "my-key-2"]);
     assert_eq!(c.get("/v1/status").status, 200);
 

@@ -150,16 +150,7 @@ fn key_lifecycle() {
     // Listing: NDJSON that both SDK generations read.
     let list = c.get("/v1/key/list/my-*");
     assert_eq!(list.header("content-type"), Some("application/x-ndjson"));
-    let names: Vec<String> = list
-        .text()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let names: Vec<String> = list.listed_names().into_iter().collect();
     assert_eq!(names, ["my-key", "my-key-2"]);
     assert_eq!(c.get("/v1/key/list").text().lines().count(), 2);
 
@@ -348,18 +339,7 @@ fn listing_3000_keys_returns_all_and_keys_survive_a_restart() {
     }
     let mut kes = Kes::start(&s.pki, &s.config, &[]);
     let mut c = kes.client(&s.admin);
-    let names = |c: &mut Client, path: &str| -> Vec<String> {
-        c.get(path)
-            .text()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
+    let names = |c: &mut Client, path: &str| -> Vec<String> { c.get(path).listed_names() };
     let all = names(&mut c, "/v1/key/list/key-*");
     assert_eq!(all.len(), 3000);
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 3000);
@@ -585,16 +565,7 @@ fn policies_apply_to_key_routes_by_name() {
     assert_eq!(bulk.json(), json!([{ "plaintext": dek["plaintext"] }]));
     let list = m.get("/v1/key/list/*");
     assert_eq!(list.status, 200, "{}", list.text());
-    let listed: HashSet<String> = list
-        .text()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let listed: HashSet<String> = list.listed_names().into_iter().collect();
     assert_eq!(
         listed,
         HashSet::from(["my-app-key".to_string(), "minio-key".to_string()])

@@ -88,16 +88,7 @@ fn key_list_patterns_answer_as_go_path_match() {
             continue;
         }
         assert_eq!(resp.status, 200, "{pattern}: {}", resp.text());
-        let listed: BTreeSet<String> = resp
-            .text()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
+        let listed: BTreeSet<String> = resp.listed_names().into_iter().collect();
         let literal = pattern.trim_end_matches('*');
         if literal.contains(['*', '?', '[', '\\']) {
             // A glob: exactly Go's answer (no name has a '/', so the trailing star's

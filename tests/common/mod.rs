@@ -310,6 +310,20 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The `name` of each line of an NDJSON listing (`/v1/key/list/…`), in order.
+    pub fn listed_names(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("not an NDJSON line ({e}): {l}"))["name"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no name: {l}"))
+                    .to_string()
+            })
+            .collect()
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
