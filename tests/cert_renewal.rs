@@ -38,14 +38,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 fn a_certificate_swapped_under_load_is_served_to_new_connections_without_a_failure() {
     let pki = Pki::new();
     let admin = pki.client("admin");
-    let config = pki.config(
-        "config.yml",
-        &format!(
-            "admin:\n  identity: {}\nkeystore:\n  fs:\n    path: {}\n",
-            admin.identity,
-            pki.path("keys").display()
-        ),
-    );
+    let config = pki.fs_config(&admin.identity, "");
     let kes = Kes::start(&pki, &config, &[]);
     let first = on_disk(&pki);
     assert_eq!(served(kes.client(&admin)), first);

@@ -12,14 +12,7 @@ use common::{Client, Credential, Kes, Pki};
 fn server() -> (Pki, Credential, Kes) {
     let pki = Pki::new();
     let admin = pki.client("admin");
-    let config = pki.config(
-        "config.yml",
-        &format!(
-            "admin:\n  identity: {}\nkeystore:\n  fs:\n    path: {}\n",
-            admin.identity,
-            pki.path("keys").display()
-        ),
-    );
+    let config = pki.fs_config(&admin.identity, "");
     let kes = Kes::start(&pki, &config, &["--loops", "1"]);
     (pki, admin, kes)
 }

@@ -57,14 +57,7 @@ fn key_list_patterns_answer_as_go_path_match() {
 
     let pki = Pki::new();
     let admin = pki.client("admin");
-    let config = pki.config(
-        "config.yml",
-        &format!(
-            "admin:\n  identity: {}\nkeystore:\n  fs:\n    path: {}\n",
-            admin.identity,
-            pki.path("keys").display()
-        ),
-    );
+    let config = pki.fs_config(&admin.identity, "");
     let kes = Kes::start(&pki, &config, &[]);
     let mut c = kes.client(&admin);
     for name in &names {

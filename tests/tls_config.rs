@@ -6,16 +6,6 @@ mod common;
 use common::{Kes, Pki, run_kes};
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 
-fn fs_config(pki: &Pki, admin: &str, extra: &str) -> std::path::PathBuf {
-    pki.config(
-        "config.yml",
-        &format!(
-            "{extra}admin:\n  identity: {admin}\nkeystore:\n  fs:\n    path: {}\n",
-            pki.path("keys").display()
-        ),
-    )
-}
-
 /// Replaces the config's server certificate by one for the same key with `sans`.
 fn reissue_server_cert(pki: &Pki, sans: Vec<SanType>) {
     let key = KeyPair::from_pem(&std::fs::read_to_string(pki.path("server.key")).unwrap()).unwrap();
@@ -45,7 +35,7 @@ fn start_fails(config: &std::path::Path) -> String {
 fn a_server_certificate_without_a_dns_or_ip_san_stops_startup_naming_the_file() {
     let pki = Pki::new();
     let admin = pki.client("admin");
-    let config = fs_config(&pki, &admin.identity, "");
+    let config = pki.fs_config(&admin.identity, "");
     let cert = pki.path("server.cert");
     for (what, sans) in [
         ("no SAN at all", vec![]),
@@ -90,8 +80,7 @@ fn tls_ca_may_be_a_directory_of_ca_files() {
     let other = Pki::new();
     std::fs::copy(&other.ca_path, dir.join("a-other.pem")).unwrap();
     std::fs::copy(&pki.ca_path, dir.join("b-test.pem")).unwrap();
-    let config = fs_config(
-        &pki,
+    let config = pki.fs_config(
         &admin.identity,
         &format!("tls:\n  auth: on\n  ca: {}\n", dir.display()),
     );
@@ -110,8 +99,7 @@ fn tls_ca_may_be_a_directory_of_ca_files() {
     // A directory without any CA certificate stops startup with a clear error.
     let empty = pki.path("empty");
     std::fs::create_dir(&empty).unwrap();
-    let config = fs_config(
-        &pki,
+    let config = pki.fs_config(
         &admin.identity,
         &format!("tls:\n  auth: on\n  ca: {}\n", empty.display()),
     );

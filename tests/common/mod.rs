@@ -109,6 +109,18 @@ impl Pki {
         credential(&cert_path, &key_path)
     }
 
+    /// `config.yml` with `admin` as the admin identity and an fs keystore in `keys/`,
+    /// after `extra` (other top-level sections).
+    pub fn fs_config(&self, admin: &str, extra: &str) -> PathBuf {
+        self.config(
+            "config.yml",
+            &format!(
+                "{extra}admin:\n  identity: {admin}\nkeystore:\n  fs:\n    path: {}\n",
+                self.path("keys").display()
+            ),
+        )
+    }
+
     /// A config file with this PKI's server certificate and the given body.
     pub fn config(&self, name: &str, body: &str) -> PathBuf {
         let (cert, key) = self.server();
