@@ -7,14 +7,13 @@
 //! a second, or reads nothing, costs a parked entry, never a thread, and is closed when
 //! its deadline passes.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
@@ -25,6 +24,9 @@ use crate::api::{self, PeerIdentity, Routed, routes};
 use crate::crypto::KeyVersion;
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
 use crate::state::State;
+
+mod stream;
+mod wire;
 
 /// Time a client has for each of its turns until its first request head is complete
 /// (from accept to its first handshake flight, from each flight the server sent to the
@@ -51,12 +53,15 @@ const LINGER_MAX: Duration = Duration::from_secs(10);
 /// its turn again after the other connections of its thread, not the thread to itself.
 const ANSWERS_PER_TURN: u64 = 32;
 
-/// Where [`Conn::advance`] runs.
+/// The kind of thread that advances a connection, which decides how far it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exec {
-    /// On an event loop: a request whose handler may wait is left for the pool.
+pub enum Role {
+    /// The handshake stage: the TLS handshake only; a connection whose handshake is done
+    /// is handed to its event loop.
+    Handshake,
+    /// An event loop: a request whose handler may wait is left for the pool.
     Loop,
-    /// On a pool worker, where handlers may wait for the keystore.
+    /// A pool worker, where handlers may wait for the keystore.
     Pool,
 }
 
@@ -75,6 +80,8 @@ pub enum Next {
     /// More may be ready to serve without new bytes arriving: advance it again soon,
     /// after the other connections of this loop have had their turn.
     Yield,
+    /// The handshake is done: serve it on its event loop from now on.
+    Handoff,
 }
 
 /// What a turn ended with, before the queued output is sent.
@@ -85,6 +92,7 @@ enum Turn {
     Stream(Receiver<Arc<[u8]>>),
     Offload,
     Yield,
+    Handoff,
     /// The connection's last answer was queued: once it is out, stop sending and discard
     /// what the client still sends (see [`LINGER_QUIET`]).
     Drain,
@@ -247,16 +255,16 @@ impl Conn {
     }
 
     /// Makes all the progress the arrived bytes and the socket's room allow.
-    pub fn advance(&mut self, state: &State, closing: bool, exec: Exec) -> Next {
+    pub fn advance(&mut self, state: &State, closing: bool, role: Role) -> Next {
         let turn = match self.then.take() {
             Some(turn) => turn,
-            None => self.turn(state, closing, exec),
+            None => self.turn(state, closing, role),
         };
         self.settle(turn)
     }
 
-    fn turn(&mut self, state: &State, closing: bool, exec: Exec) -> Turn {
-        match self.try_advance(state, closing, exec) {
+    fn turn(&mut self, state: &State, closing: bool, role: Role) -> Turn {
+        match self.try_advance(state, closing, role) {
             Ok(turn) => turn,
             Err(e) => {
                 log::debug!("connection from {}: {e}", self.peer);
@@ -287,6 +295,7 @@ impl Conn {
             Turn::Stream(events) => Next::Stream(events),
             Turn::Offload => Next::Offload,
             Turn::Yield => Next::Yield,
+            Turn::Handoff => Next::Handoff,
             Turn::Drain => {
                 let _ = self.sock.shutdown(std::net::Shutdown::Write);
                 let now = Instant::now();
@@ -301,7 +310,7 @@ impl Conn {
         }
     }
 
-    fn try_advance(&mut self, state: &State, closing: bool, exec: Exec) -> io::Result<Turn> {
+    fn try_advance(&mut self, state: &State, closing: bool, role: Role) -> io::Result<Turn> {
         if self.draining.is_some() {
             return Ok(self.discard_input());
         }
@@ -322,10 +331,15 @@ impl Conn {
             self.who = Some(crate::tls::peer_identity(self.tls.peer_certificates()));
             // Handshake done: the first request's head is the client's turn.
             self.client_turn = Instant::now();
+            if role == Role::Handshake {
+                // Requests that came with the client's last flight (and an end of
+                // stream after them) are served on the event loop.
+                return Ok(Turn::Handoff);
+            }
         }
         let served_before = self.served;
         loop {
-            match self.step(state, closing, exec)? {
+            match self.step(state, closing, role)? {
                 Step::Again if self.queued >= OUTPUT_HIGH_WATER && !self.flush_tls()? => {
                     // The client is not taking its answers: wait until it does.
                     return Ok(Turn::Yield);
@@ -368,78 +382,13 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has into rustls and the decrypted bytes into `inbuf`, up to
-    /// what the current request may need. Returns whether the socket was drained.
-    fn read_socket(&mut self) -> io::Result<bool> {
-        let limit = http::MAX_HEAD + self.body_limit() + READ_SLACK;
-        while self.inbuf.len() < limit && !self.eof {
-            let mut probe = ShortReadProbe {
-                sock: &self.sock,
-                short: false,
-            };
-            match self.tls.read_tls(&mut probe) {
-                Ok(0) => self.eof = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            let short = probe.short;
-            if let Err(e) = self.tls.process_new_packets() {
-                return Err(io::Error::other(format!("TLS: {e}")));
-            }
-            self.drain_plaintext()?;
-            if short && !self.peer_closed {
-                // The kernel had less than rustls asked for: nothing is left to read,
-                // and asking again would only cost a syscall that says so. (Bytes that
-                // arrive meanwhile make the socket readable again.)
-                return Ok(true);
-            }
-        }
-        Ok(self.eof)
-    }
-
-    fn drain_plaintext(&mut self) -> io::Result<()> {
-        let mut reader = self.tls.reader();
-        loop {
-            match reader.fill_buf() {
-                Ok([]) => {
-                    self.eof = true;
-                    return Ok(());
-                }
-                Ok(plain) => {
-                    let n = plain.len();
-                    self.inbuf.extend_from_slice(plain);
-                    reader.consume(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    self.eof = true;
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Drops the first `n` bytes of input, wiping the copies that moving the rest forward
-    /// leaves behind in the buffer's spare capacity.
-    fn consume_input(&mut self, n: usize) {
-        self.inbuf.drain(..n);
-        let spare = self.inbuf.spare_capacity_mut();
-        let vacated = n.min(spare.len());
-        for byte in &mut spare[..vacated] {
-            byte.write(0);
-        }
-    }
-
     fn body_limit(&self) -> usize {
         self.pending
             .as_ref()
             .map_or(0, |p| p.routed.route().max_body)
     }
 
-    fn step(&mut self, state: &State, closing: bool, exec: Exec) -> io::Result<Step> {
+    fn step(&mut self, state: &State, closing: bool, role: Role) -> io::Result<Step> {
         if let Some(ready) = self.ready.take() {
             return self.answer(state, ready, closing);
         }
@@ -494,7 +443,7 @@ impl Conn {
             deadline,
             key: None,
         };
-        if exec == Exec::Loop && !answerable_without_waiting(state, &mut ready) {
+        if role == Role::Loop && !answerable_without_waiting(state, &mut ready) {
             self.ready = Some(ready);
             return Ok(Step::Offload);
         }
@@ -616,36 +565,6 @@ impl Conn {
         Ok(Step::Drain)
     }
 
-    /// Reads and drops whatever the client sends, until it closes, pauses for
-    /// [`LINGER_QUIET`], or [`LINGER_MAX`] passes.
-    fn discard_input(&mut self) -> Turn {
-        let Some(mut linger) = self.draining else {
-            return Turn::Close;
-        };
-        let mut sink = [0u8; 16 * 1024];
-        let mut arrived = false;
-        loop {
-            match self.sock.read(&mut sink) {
-                Ok(0) => return Turn::Close,
-                Ok(_) => arrived = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Turn::Close,
-            }
-        }
-        let now = Instant::now();
-        if arrived {
-            linger.quiet_until = now + LINGER_QUIET;
-            self.draining = Some(linger);
-        }
-        let deadline = linger.quiet_until.min(linger.until);
-        if now >= deadline {
-            Turn::Close
-        } else {
-            Turn::Park(deadline)
-        }
-    }
-
     /// Audits and counts an answered request.
     fn record(&self, req: Option<&Request>, status: u16, started: Instant) {
         let identity = match &self.who {
@@ -660,45 +579,6 @@ impl Conn {
             status,
             elapsed: started.elapsed(),
         });
-    }
-
-    /// Sends `events` as chunks until the client leaves, the events end, or `closing`
-    /// is set. Runs on a thread of its own: a stream never occupies a worker.
-    pub fn stream_events(mut self, events: Receiver<Arc<[u8]>>, closing: &AtomicBool) {
-        const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-        // Bound what a slow subscriber can have queued in the kernel too; past that it
-        // loses events (counted) instead of holding memory.
-        set_send_buffer(&self.sock, 64 * 1024);
-        if self.flush_blocking(Instant::now() + WRITE_TIMEOUT).is_err() {
-            return;
-        }
-        loop {
-            if closing.load(Ordering::Acquire) {
-                break;
-            }
-            match events.recv_timeout(Duration::from_millis(500)) {
-                Ok(line) => {
-                    let chunk = http::ndjson_chunk(&line);
-                    let deadline = Instant::now() + WRITE_TIMEOUT;
-                    if self.queue(&chunk, deadline).is_err()
-                        || self.flush_blocking(deadline).is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    // Notice a client that went away while nothing happened.
-                    if self.read_socket().is_err() || self.eof {
-                        return;
-                    }
-                    self.inbuf.clear();
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let _ = self.queue(b"0\r\n\r\n", Instant::now());
-        self.tls.send_close_notify();
-        let _ = self.flush_blocking(Instant::now() + Duration::from_secs(1));
     }
 
     fn dispatch(
@@ -732,52 +612,6 @@ impl Conn {
             self.tls.send_close_notify();
         }
         Ok(())
-    }
-
-    /// Encrypts `bytes` into the output queue, which the client must have taken by
-    /// `deadline`.
-    fn queue(&mut self, bytes: &[u8], deadline: Instant) -> io::Result<()> {
-        self.tls.writer().write_all(bytes)?;
-        self.write_deadline = deadline;
-        self.queued += bytes.len();
-        Ok(())
-    }
-
-    /// Sends queued TLS records as far as the socket takes them; `false` if it is full.
-    fn flush_tls(&mut self) -> io::Result<bool> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.sock) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.queued = 0;
-        Ok(true)
-    }
-
-    /// Sends all queued TLS records, waiting for the socket at most until `deadline`
-    /// (only log streams, on a thread of their own, wait like this).
-    fn flush_blocking(&mut self, deadline: Instant) -> io::Result<()> {
-        while !self.flush_tls()? {
-            wait_writable(&self.sock, deadline)?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads from the socket and notes whether the kernel returned less than asked for.
-struct ShortReadProbe<'a> {
-    sock: &'a TcpStream,
-    short: bool,
-}
-
-impl Read for ShortReadProbe<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (&mut &*self.sock).read(buf)?;
-        self.short = n > 0 && n < buf.len();
-        Ok(n)
     }
 }
 
@@ -830,46 +664,4 @@ fn timeout_of(state: &State, routed: &Routed) -> Duration {
     state.live().route_settings[routed.route]
         .timeout
         .unwrap_or(Duration::from_secs(3600))
-}
-
-fn set_send_buffer(sock: &TcpStream, bytes: libc::c_int) {
-    // SAFETY: valid socket and option value for the duration of the call.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Blocks until the socket can take more bytes, or fails at `deadline`: a client that
-/// does not read its responses cannot hold a worker past the route's timeout.
-fn wait_writable(sock: &TcpStream, deadline: Instant) -> io::Result<()> {
-    let now = Instant::now();
-    if now >= deadline {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "client does not read its response",
-        ));
-    }
-    let millis = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-    let mut fd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: `fd` is a valid pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(&mut fd, 1, millis) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(())
-        } else {
-            Err(e)
-        };
-    }
-    Ok(())
 }

@@ -1,7 +1,10 @@
 //! The server: one acceptor, a few event loops, a bounded pool of blocking workers.
 //!
 //! ```text
-//! acceptor ──new conn──▶ event loop (one per core: its connections, their deadlines)
+//! acceptor ──new conn──▶ handshake stage (TLS handshakes, at a lower CPU priority)
+//!                          │ handshake done
+//!                          ▼
+//!                        event loop (one per core: its connections, their deadlines)
 //!                          │  ▲  TLS, HTTP, identity, policy, handler, response
 //!           may wait ──────┘  └────── answered, back to the loop
 //!                          ▼  │
@@ -10,7 +13,9 @@
 //! A request whose key is cached (MinIO's generate and decrypt) is answered on the event
 //! loop that read it, with no hand-off between threads; a request that may wait goes to
 //! a pool worker and comes back. Waiting for clients happens only in the loops' polls, so
-//! silent or slow clients never hold a thread. See `docs/ARCHITECTURE.md`.
+//! silent or slow clients never hold a thread. Full TLS handshakes (a few hundred µs of
+//! CPU each) run on threads of their own, so that a burst of new connections does not
+//! delay the requests of connections already served. See `docs/ARCHITECTURE.md`.
 
 mod conn;
 mod dev;
@@ -29,7 +34,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use conn::{Conn, Exec, Next};
+use conn::{Conn, Next, Role};
 pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 
 use crate::state::State;
@@ -40,6 +45,9 @@ use crate::sync::lock;
 pub struct Limits {
     /// Event loops: threads that serve connections without ever waiting on one.
     pub loops: usize,
+    /// Handshake threads: loops that run the TLS handshakes of new connections, at a
+    /// lower CPU priority than the event loops. 0: the event loops run them.
+    pub handshakers: usize,
     /// Blocking workers: threads for requests that may wait for the keystore.
     pub workers: usize,
     pub max_connections: usize,
@@ -52,6 +60,7 @@ impl Default for Limits {
         let cores = thread::available_parallelism().map_or(2, |n| n.get());
         Limits {
             loops: cores.clamp(1, 16),
+            handshakers: cores.clamp(1, 16),
             workers: (4 * cores).clamp(4, 64),
             max_connections: 4096,
             grace: Duration::from_secs(10),
@@ -71,6 +80,8 @@ pub struct Gauges {
 struct Shared {
     state: Arc<State>,
     loops: Vec<Reactor>,
+    /// The handshake stage's loops (none: the event loops run the handshakes).
+    stage: Vec<Reactor>,
     /// Requests whose handlers may wait, for the pool; taken away at stop, which ends
     /// the pool workers.
     to_pool: Mutex<Option<Sender<Conn>>>,
@@ -123,20 +134,13 @@ impl Server {
             .workers
             .store(limits.workers.max(1), Ordering::Relaxed);
         listener.set_nonblocking(true)?;
-        let mut polls = Vec::new();
-        let mut loops = Vec::new();
-        for _ in 0..limits.loops.max(1) {
-            let poll = Poll::new()?;
-            loops.push(Reactor {
-                waker: Waker::new(poll.registry(), WAKER)?,
-                inbox: Mutex::new(Vec::new()),
-            });
-            polls.push(poll);
-        }
+        let (loops, polls) = reactors(limits.loops.max(1))?;
+        let (stage, stage_polls) = reactors(limits.handshakers)?;
         let (to_pool, pool_rx) = channel::<Conn>();
         let shared = Arc::new(Shared {
             state,
             loops,
+            stage,
             to_pool: Mutex::new(Some(to_pool)),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -157,7 +161,18 @@ impl Server {
             threads.push(
                 thread::Builder::new()
                     .name(format!("kes-loop-{i}"))
-                    .spawn(move || event_loop(&shared, i, poll))?,
+                    .spawn(move || event_loop(&shared, Role::Loop, i, poll))?,
+            );
+        }
+        for (i, poll) in stage_polls.into_iter().enumerate() {
+            let shared = shared.clone();
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("kes-handshake-{i}"))
+                    .spawn(move || {
+                        lower_priority();
+                        event_loop(&shared, Role::Handshake, i, poll)
+                    })?,
             );
         }
         {
@@ -202,9 +217,39 @@ impl Server {
     }
 }
 
+/// A reactor and its poll for each of `n` loops.
+fn reactors(n: usize) -> std::io::Result<(Vec<Reactor>, Vec<Poll>)> {
+    let mut reactors = Vec::new();
+    let mut polls = Vec::new();
+    for _ in 0..n {
+        let poll = Poll::new()?;
+        reactors.push(Reactor {
+            waker: Waker::new(poll.registry(), WAKER)?,
+            inbox: Mutex::new(Vec::new()),
+        });
+        polls.push(poll);
+    }
+    Ok((reactors, polls))
+}
+
+/// Lowers the calling thread's CPU priority (Linux `nice` applies per thread), so that
+/// while handshakes keep the CPUs busy, the event loops still run as soon as a request
+/// arrives. Handshakes get the CPU the loops leave, and still a share of it under
+/// full load, so new connections are never starved.
+fn lower_priority() {
+    const HANDSHAKE_NICE: libc::c_int = 10;
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, now.max(HANDSHAKE_NICE));
+    }
+}
+
 fn accept_loop(shared: &Shared, listener: TcpListener, max_connections: usize) {
     let mut last_refusal_log = Instant::now() - Duration::from_secs(60);
     let mut next_loop = 0;
+    let mut next_stage = 0;
     while !shared.closing.load(Ordering::Acquire) {
         let mut fd = libc::pollfd {
             fd: listener.as_raw_fd(),
@@ -243,7 +288,14 @@ fn accept_loop(shared: &Shared, listener: TcpListener, max_connections: usize) {
                     conn.home = next_loop;
                     next_loop = (next_loop + 1) % shared.loops.len();
                     let deadline = conn.first_deadline();
-                    shared.send_home(conn, Next::Park(deadline));
+                    if shared.stage.is_empty() {
+                        shared.send_home(conn, Next::Park(deadline));
+                    } else {
+                        let reactor = &shared.stage[next_stage];
+                        next_stage = (next_stage + 1) % shared.stage.len();
+                        lock(&reactor.inbox).push((conn, Next::Park(deadline)));
+                        let _ = reactor.waker.wake();
+                    }
                 }
                 Err(e) => log::debug!("cannot set up connection from {peer}: {e}"),
             }
@@ -263,12 +315,17 @@ struct Parked {
 const WAKER: Token = Token(usize::MAX);
 
 /// One event loop: serves its connections as their bytes arrive, until the server stops.
+/// A loop of the handshake stage (`role` [`Role::Handshake`]) runs handshakes only and
+/// hands each finished one to its event loop.
 ///
 /// Readiness is edge-triggered: a connection is parked only after its socket said it has
 /// nothing more (a short read or `WouldBlock`), so the next event means new bytes.
-fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
+fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
     const SWEEP_EVERY: Duration = Duration::from_millis(250);
-    let reactor = &shared.loops[me];
+    let reactor = match role {
+        Role::Handshake => &shared.stage[me],
+        _ => &shared.loops[me],
+    };
     let mut conns: Slab<Parked> = Slab::new();
     let mut events = Events::with_capacity(256);
     let mut arrivals = Vec::new();
@@ -284,7 +341,7 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
         };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
-                log::error!("event loop {me}: {e}");
+                log::error!("{role:?} loop {me}: {e}");
                 thread::sleep(Duration::from_millis(10));
             }
         }
@@ -322,7 +379,7 @@ fn event_loop(shared: &Arc<Shared>, me: usize, mut poll: Poll) {
             let Some(parked) = conns.get_mut(key) else {
                 continue;
             };
-            let next = advance(shared, &mut parked.conn, closing, Exec::Loop);
+            let next = advance(shared, &mut parked.conn, closing, role);
             apply(shared, registry, &mut conns, &mut runnable, key, next);
         }
         if closing || polled.duration_since(last_sweep) >= SWEEP_EVERY {
@@ -389,11 +446,14 @@ fn apply(
             // Its next turn, within this loop's next round, sets the real deadline.
             (Instant::now() + HEADER_TIMEOUT, false)
         }
-        Next::Close | Next::Stream(_) | Next::Offload => {
+        Next::Close | Next::Stream(_) | Next::Offload | Next::Handoff => {
             let Parked { conn, .. } = conns.remove(key);
             let _ = registry.deregister(&mut source(&conn));
             match next {
                 Next::Stream(events) => stream(shared, conn, events),
+                // Its event loop advances it at once: the first request may have come
+                // with the end of the handshake.
+                Next::Handoff => shared.send_home(conn, Next::Yield),
                 Next::Offload => {
                     let to_pool = lock(&shared.to_pool);
                     // Without a pool the server is stopping: the connection closes.
@@ -428,9 +488,9 @@ fn apply(
 
 /// Advances a connection; a bug (panic) while doing so closes that connection only,
 /// instead of taking its event loop and every connection on it down.
-fn advance(shared: &Shared, conn: &mut Conn, closing: bool, exec: Exec) -> Next {
+fn advance(shared: &Shared, conn: &mut Conn, closing: bool, role: Role) -> Next {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        conn.advance(&shared.state, closing, exec)
+        conn.advance(&shared.state, closing, role)
     }))
     .unwrap_or_else(|_| {
         log::error!("internal error on a connection: closing it");
@@ -460,7 +520,7 @@ fn worker(shared: &Arc<Shared>, pool_rx: &Mutex<Receiver<Conn>>) {
         let Ok(mut conn) = job else { return };
         shared.gauges.busy_workers.fetch_add(1, Ordering::AcqRel);
         let closing = shared.closing.load(Ordering::Acquire);
-        let next = advance(shared, &mut conn, closing, Exec::Pool);
+        let next = advance(shared, &mut conn, closing, Role::Pool);
         shared.gauges.busy_workers.fetch_sub(1, Ordering::AcqRel);
         match next {
             Next::Close => drop(conn),

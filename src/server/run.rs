@@ -33,6 +33,10 @@ Options:
     --key FILE, --cert FILE
                          TLS private key and certificate; override the config (2023 form).
     --loops N            Event-loop threads serving connections (default: one per core).
+    --handshake-threads N
+                         Threads for the TLS handshakes of new connections, at a lower
+                         CPU priority than the event loops (default: one per core);
+                         0 runs handshakes on the event loops.
     --workers N          Threads for requests that may wait for the keystore (default 4
                          per core, 4 to 64); cached keys are served without them.
     --max-connections N  Open connections at most (default 4096); more are refused.
@@ -94,6 +98,13 @@ fn parse_flags(args: Vec<OsString>) -> Result<Option<Flags>, String> {
                     .ok()
                     .filter(|n| (1..=64).contains(n))
                     .ok_or("--loops: a number from 1 to 64")?;
+            }
+            Long("handshake-threads") => {
+                flags.limits.handshakers = text(&mut parser)?
+                    .parse()
+                    .ok()
+                    .filter(|n| (0..=64).contains(n))
+                    .ok_or("--handshake-threads: a number from 0 to 64")?;
             }
             Long("workers") => {
                 flags.limits.workers = text(&mut parser)?
