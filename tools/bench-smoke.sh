@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke run of kes-bench for CI: starts a kes server (fs keystore, throw-away PKI) on
 # a free port, runs kes-bench for ~2 s with 2 connections for generate and decrypt,
-# and fails unless both report requests and zero errors. No timing assertions.
+# then a tiny handshake storm and flood (~1 s each), and fails unless every run reports
+# requests and zero errors. No timing assertions.
 #
 # Usage: tools/bench-smoke.sh            (debug build)
 #        PROFILE=release tools/bench-smoke.sh
@@ -72,8 +73,22 @@ for op in generate decrypt; do
         status=1
     fi
 done
+for scenario in "storm --storm-clients 2" "flood --silent 50 --slow 10 --churn 1"; do
+    # shellcheck disable=SC2086 # the scenario's options are meant to split
+    out=$("$BENCH" $scenario --server "$url" --cacert "$dir/pki/server.cert" \
+        --cert "$dir/pki/client.cert" --key "$dir/pki/client.key" \
+        --key-name smoke --duration 500ms --settle 200ms --json) && ok=1 || ok=0
+    echo "bench-smoke: ${scenario%% *}: $out"
+    # Exit status 0: no failed request, of the good client nor of the storm or churn;
+    # and each of them had requests answered.
+    if [ "$ok" = 0 ] || ! printf '%s' "$out" | grep -q '"p99_ratio":' ||
+        printf '%s' "$out" | grep -q '"ok":0,'; then
+        echo "bench-smoke: ${scenario%% *} FAILED (errors, or no result)" >&2
+        status=1
+    fi
+done
 if [ "$status" = 0 ]; then
-    echo "bench-smoke: 2 passed, 0 failed"
+    echo "bench-smoke: 4 passed, 0 failed"
 else
     echo "bench-smoke: FAILED" >&2
 fi

@@ -11,7 +11,8 @@ Usage:
 Environment:
     RUNS=3  DURATION=10s  CONNECTIONS="1 8 64"  OPS="generate decrypt"
     BENCH=target/release/kes-bench  OHA=oha (skipped when not installed)
-    SKIP="oha handshake ready"  (any of these, to leave them out)
+    SKIP="oha handshake storm flood ready"  (any of these, to leave them out)
+    STORM_CLIENTS=8  FLOOD="--silent 1000 --slow 200 --churn 2"  (the scenarios' sizes)
 
 Build first: cargo build --release -p kes --bin kes && cargo build --release -p kes-bench
 """
@@ -35,6 +36,8 @@ OPS = os.environ.get("OPS", "generate decrypt").split()
 BENCH = os.environ.get("BENCH", "target/release/kes-bench")
 OHA = os.environ.get("OHA", "oha")
 SKIP = os.environ.get("SKIP", "").split()
+STORM_CLIENTS = os.environ.get("STORM_CLIENTS", "8")
+FLOOD = os.environ.get("FLOOD", "--silent 1000 --slow 200 --churn 2").split()
 
 
 def rss_kb(pid):
@@ -92,9 +95,9 @@ class Server:
             self.proc.terminate()
             self.proc.wait(timeout=20)
 
-    def bench(self, *args):
+    def bench(self, *args, mode=()):
         out = subprocess.run(
-            [BENCH, "--server", self.url, *self.cred, "--json", *args],
+            [BENCH, *mode, "--server", self.url, *self.cred, "--json", *args],
             capture_output=True, text=True,
         )
         if not out.stdout.strip():
@@ -179,6 +182,46 @@ def oha_run(server, op, connections):
     }
 
 
+def scenario(servers, name, under, args):
+    """`kes-bench storm|flood`: the good client's p99 alone and under the disturbance,
+    interleaved across the servers, RUNS times."""
+    results = {s.binary: [] for s in servers}
+    for _ in range(RUNS):
+        for s in servers:
+            results[s.binary].append(s.bench(
+                "--duration", DURATION, "--server-pid", str(s.proc.pid), *args, mode=(name,)))
+    for s in servers:
+        rs = results[s.binary]
+        alone = [r["alone"]["latency_ms"]["p99"] for r in rs]
+        loaded = [r[under]["latency_ms"]["p99"] for r in rs]
+        ratio = [r["p99_ratio"] for r in rs]
+        cpu = [r["alone"]["server_cpu_us_per_request"] or 0 for r in rs]
+        errors = sum(r["alone"]["errors"] + r[under]["errors"] for r in rs)
+        line = (f"{name} {s.binary}: good p99 alone {median(alone):.3f} ms "
+                f"[{fmt_runs(alone, 3)}]  {under.replace('_', ' ')} {median(loaded):.3f} ms "
+                f"[{fmt_runs(loaded, 3)}]  ratio {median(ratio):.2f} [{fmt_runs(ratio, 2)}]  "
+                f"p50 {median([r['alone']['latency_ms']['p50'] for r in rs]):.3f} / "
+                f"{median([r[under]['latency_ms']['p50'] for r in rs]):.3f} ms  "
+                f"good errors {errors}  CPU/req server alone {median(cpu):.1f} us")
+        if name == "storm":
+            rate = [r["storm"]["ok_per_s"] for r in rs]
+            hs_cpu = [r["storm"]["server_cpu_us_per_handshake"] or 0 for r in rs]
+            line += (f"\n    storm: {median(rate):,.0f} handshakes/s [{fmt_runs(rate)}]  "
+                     f"errors {sum(r['storm']['errors'] for r in rs)}  "
+                     f"CPU/handshake+request server {median(hs_cpu):.0f} us  "
+                     f"server CPU {median([r['storm']['server_cpu_percent'] or 0 for r in rs]):.0f}%")
+        else:
+            f = [r["flood"] for r in rs]
+            churn = [r["churn"].get("ok_per_s", 0) for r in rs]
+            line += (f"\n    flood: reopened silent {median([x['silent']['reopened'] for x in f]):,.0f} "
+                     f"slow {median([x['slow']['reopened'] for x in f]):,.0f}  "
+                     f"failed opens {sum(x[k]['failed_opens'] for x in f for k in ('silent', 'idle_tls', 'slow'))}  "
+                     f"churn {median(churn):,.0f} conns/s, errors "
+                     f"{sum(r['churn'].get('errors', 0) for r in rs)}  "
+                     f"server CPU {median([x['server_cpu_percent'] or 0 for x in f]):.0f}%")
+        print(line)
+
+
 def main():
     binaries = sys.argv[1:] or ["target/release/kes"]
     work = tempfile.mkdtemp(prefix="kes-bench-run-")
@@ -249,6 +292,13 @@ def main():
                     errors = sum(r["errors"] for r in rs)
                     print(f"kes-bench handshake+generate c={c} {s.binary}: {median(rps):,.0f} /s "
                           f"[{fmt_runs(rps)}]  p99 {median(p99):.3f} ms  errors {errors}")
+
+        if "storm" not in SKIP:
+            print()
+            scenario(servers, "storm", "under_storm", ["--storm-clients", STORM_CLIENTS])
+        if "flood" not in SKIP:
+            print()
+            scenario(servers, "flood", "under_flood", FLOOD)
 
         if "oha" not in SKIP:
             print()
