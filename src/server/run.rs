@@ -191,6 +191,7 @@ fn run(flags: Flags) -> Result<(), String> {
         });
     let addr = parse_addr(&addr)?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    widen_backlog(&listener);
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
     let keys = crate::keys::Keys::new(keystore, config.cache);
@@ -326,4 +327,21 @@ fn print_banner(state: &State, local: SocketAddr) {
             "any, identified by public key (auth off)"
         }
     );
+}
+
+/// Lets the kernel queue as many not-yet-accepted connections as it allows (the
+/// `net.core.somaxconn` cap, 4096 on current kernels), as Go's listener does. The
+/// standard library listens with a backlog of 128, which a burst of new connections (MinIO
+/// nodes restarting together) overflows: each dropped SYN costs its client a 1 s
+/// retransmission. Calling `listen` again on a listening socket only changes its backlog.
+fn widen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` on a socket this function borrows; no memory is passed.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), libc::c_int::MAX) };
+    if rc != 0 {
+        log::debug!(
+            "cannot widen the listen backlog: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
