@@ -34,6 +34,42 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The server's provider: ring with Go's order of cipher suites, AES-128-GCM first.
+///
+/// On hosts with AES instructions Go's server picks AES-128-GCM with SHA-256 whenever the
+/// client offers it, whatever the client's order; MinIO's Go client gets it either way. Clients that list AES-256-GCM
+/// with SHA-384 first (rustls, curl) would otherwise make every handshake hash with
+/// SHA-384, which has no CPU instructions on x86 (SHA-256 has), and every record use
+/// the longer key schedule. Every suite stays available.
+fn server_provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let go_order = [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    let mut provider = rustls::crypto::ring::default_provider();
+    let mut suites = Vec::with_capacity(provider.cipher_suites.len());
+    for suite in go_order {
+        if provider.cipher_suites.contains(&suite) {
+            suites.push(suite);
+        }
+    }
+    for suite in &provider.cipher_suites {
+        if !suites.contains(suite) {
+            suites.push(*suite);
+        }
+    }
+    provider.cipher_suites = suites;
+    Arc::new(provider)
+}
+
 /// Builds the server's TLS config from PEM files.
 pub fn server_config(
     cert: &Path,
@@ -43,7 +79,7 @@ pub fn server_config(
     let chain = load_certs(cert)?;
     check_server_sans(cert, &chain[0])?;
     let key = load_key(key)?;
-    let provider = provider();
+    let provider = server_provider();
     let verifier: Arc<dyn ClientCertVerifier> = if client.verify {
         let roots = Arc::new(load_roots(client.ca.as_deref())?);
         let builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
@@ -73,6 +109,10 @@ pub fn server_config(
             )
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server's order of suites decides, as in Go (see `server_provider`).
+    config.ignore_client_order = true;
+    // One ticket per connection, as Go sends: each resumption brings the next.
+    config.send_tls13_tickets = 1;
     // Returning clients resume with a ticket and skip the full handshake.
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);

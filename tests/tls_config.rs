@@ -106,3 +106,42 @@ fn tls_ca_may_be_a_directory_of_ca_files() {
     let stderr = start_fails(&config);
     assert!(stderr.contains("no CA certificate was found"), "{stderr}");
 }
+
+/// The server's order of cipher suites decides, as in Go: AES-128-GCM first, though the
+/// client (rustls, as curl and many others) lists AES-256-GCM first. A client that
+/// offers only one other suite still gets it.
+#[test]
+fn the_server_picks_aes_128_gcm_first_as_go_does() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let pki = Pki::new();
+    let admin = pki.client("admin");
+    let kes = Kes::start(&pki, &pki.fs_config(&admin.identity, ""), &[]);
+    let cases = [
+        (&rustls::version::TLS13, None, cs::TLS13_AES_128_GCM_SHA256),
+        (
+            &rustls::version::TLS12,
+            None,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            &rustls::version::TLS13,
+            Some(cs::TLS13_CHACHA20_POLY1305_SHA256),
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            &rustls::version::TLS13,
+            Some(cs::TLS13_AES_256_GCM_SHA384),
+            cs::TLS13_AES_256_GCM_SHA384,
+        ),
+    ];
+    for (version, only, want) in cases {
+        let mut c = kes.client(&admin).with_versions(&[version]);
+        if let Some(suite) = only {
+            c = c.with_cipher_suites(&[suite]);
+        }
+        let me = c.get("/v1/identity/self/describe");
+        assert_eq!(me.status, 200, "{}", me.text());
+        let got = c.stream().conn.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(got, want.suite(), "{version:?}, offering {only:?}");
+    }
+}

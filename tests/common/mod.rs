@@ -358,37 +358,54 @@ pub struct Client {
     ca: PathBuf,
     who: Option<Credential>,
     config: Arc<rustls::ClientConfig>,
+    versions: Vec<&'static rustls::SupportedProtocolVersion>,
     stream: Option<Stream>,
 }
 
 impl Client {
     pub fn new(addr: SocketAddr, ca: &Path, who: Option<&Credential>) -> Client {
-        Client::with_protocol_versions(addr, ca, who, rustls::DEFAULT_VERSIONS)
+        Client::with_tls(addr, ca, who, rustls::DEFAULT_VERSIONS, None)
     }
 
     /// The same client, speaking only the given TLS versions (on its next connection).
     pub fn with_versions(self, versions: &[&'static rustls::SupportedProtocolVersion]) -> Client {
         assert!(self.stream.is_none(), "set the versions before connecting");
         let who = self.who.clone();
-        Client::with_protocol_versions(self.addr, &self.ca, who.as_ref(), versions)
+        Client::with_tls(self.addr, &self.ca, who.as_ref(), versions, None)
     }
 
-    fn with_protocol_versions(
+    /// The same client, offering only the given cipher suites (on its next connection).
+    pub fn with_cipher_suites(self, suites: &[rustls::SupportedCipherSuite]) -> Client {
+        assert!(self.stream.is_none(), "set the suites before connecting");
+        let who = self.who.clone();
+        Client::with_tls(
+            self.addr,
+            &self.ca,
+            who.as_ref(),
+            &self.versions,
+            Some(suites),
+        )
+    }
+
+    fn with_tls(
         addr: SocketAddr,
         ca: &Path,
         who: Option<&Credential>,
         versions: &[&'static rustls::SupportedProtocolVersion],
+        suites: Option<&[rustls::SupportedCipherSuite]>,
     ) -> Client {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots);
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(suites) = suites {
+            provider.cipher_suites = suites.to_vec();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
         let config = match who {
             Some(who) => builder
                 .with_client_auth_cert(who.certs.clone(), who.key.clone_key())
@@ -400,6 +417,7 @@ impl Client {
             ca: ca.to_path_buf(),
             who: who.cloned(),
             config: Arc::new(config),
+            versions: versions.to_vec(),
             stream: None,
         }
     }
