@@ -205,7 +205,8 @@ impl Response {
 
     /// Serializes the status line, headers and body. `close` adds `Connection: close`.
     pub fn to_bytes(&self, close: bool) -> Vec<u8> {
-        let mut head = String::with_capacity(128);
+        // Room for the body too, so that appending it does not reallocate and copy.
+        let mut head = String::with_capacity(160 + self.body.len());
         let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
             let _ = write!(head, "{name}: {value}\r\n");
