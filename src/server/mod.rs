@@ -17,13 +17,13 @@
 //! CPU each) run on threads of their own, so that a burst of new connections does not
 //! delay the requests of connections already served. See `docs/ARCHITECTURE.md`.
 
+mod accept;
 mod conn;
 mod dev;
 mod renew;
 pub mod run;
 
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use accept::{Accepted, Listener, accept_loop, never_logged};
 use conn::{Conn, Next, Role};
 pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 
@@ -79,6 +80,7 @@ pub struct Gauges {
 
 struct Shared {
     state: Arc<State>,
+    listener: Listener,
     loops: Vec<Reactor>,
     /// The handshake stage's loops (none: the event loops run the handshakes).
     stage: Vec<Reactor>,
@@ -133,12 +135,13 @@ impl Server {
         gauges
             .workers
             .store(limits.workers.max(1), Ordering::Relaxed);
-        listener.set_nonblocking(true)?;
+        let listener = Listener::new(listener, limits.max_connections)?;
         let (loops, polls) = reactors(limits.loops.max(1))?;
         let (stage, stage_polls) = reactors(limits.handshakers)?;
         let (to_pool, pool_rx) = channel::<Conn>();
         let shared = Arc::new(Shared {
             state,
+            listener,
             loops,
             stage,
             to_pool: Mutex::new(Some(to_pool)),
@@ -175,13 +178,12 @@ impl Server {
                     })?,
             );
         }
-        {
+        if shared.stage.is_empty() {
             let shared = shared.clone();
-            let max = limits.max_connections;
             threads.push(
                 thread::Builder::new()
                     .name("kes-acceptor".into())
-                    .spawn(move || accept_loop(&shared, listener, max))?,
+                    .spawn(move || accept_loop(&shared))?,
             );
         }
         Ok(Server {
@@ -237,69 +239,13 @@ fn reactors(n: usize) -> std::io::Result<(Vec<Reactor>, Vec<Poll>)> {
 /// arrives. Handshakes get the CPU the loops leave, and still a share of it under
 /// full load, so new connections are never starved.
 fn lower_priority() {
-    const HANDSHAKE_NICE: libc::c_int = 10;
+    /// Nice steps below the event loops: weight 110 against 1024 for each loop.
+    const LOWER_BY: libc::c_int = 10;
     // SAFETY: plain syscalls on the calling thread's own id.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, now.max(HANDSHAKE_NICE));
-    }
-}
-
-fn accept_loop(shared: &Shared, listener: TcpListener, max_connections: usize) {
-    let mut last_refusal_log = Instant::now() - Duration::from_secs(60);
-    let mut next_loop = 0;
-    let mut next_stage = 0;
-    while !shared.closing.load(Ordering::Acquire) {
-        let mut fd = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `fd` is a valid pollfd for the duration of the call.
-        if unsafe { libc::poll(&mut fd, 1, 200) } <= 0 {
-            continue;
-        }
-        loop {
-            let (sock, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    thread::sleep(Duration::from_millis(50));
-                    break;
-                }
-            };
-            let gauges = &shared.gauges;
-            if gauges.open_connections.load(Ordering::Acquire) >= max_connections {
-                gauges.refused_connections.fetch_add(1, Ordering::Relaxed);
-                if last_refusal_log.elapsed() >= Duration::from_secs(10) {
-                    log::warn!(
-                        "too many open connections ({max_connections}): refusing new ones, e.g. from {peer}"
-                    );
-                    last_refusal_log = Instant::now();
-                }
-                drop(sock);
-                continue;
-            }
-            let tls = shared.state.live().tls.clone();
-            match Conn::new(sock, peer, tls, gauges.clone()) {
-                Ok(mut conn) => {
-                    conn.home = next_loop;
-                    next_loop = (next_loop + 1) % shared.loops.len();
-                    let deadline = conn.first_deadline();
-                    if shared.stage.is_empty() {
-                        shared.send_home(conn, Next::Park(deadline));
-                    } else {
-                        let reactor = &shared.stage[next_stage];
-                        next_stage = (next_stage + 1) % shared.stage.len();
-                        lock(&reactor.inbox).push((conn, Next::Park(deadline)));
-                        let _ = reactor.waker.wake();
-                    }
-                }
-                Err(e) => log::debug!("cannot set up connection from {peer}: {e}"),
-            }
-        }
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + LOWER_BY).min(19));
     }
 }
 
@@ -313,10 +259,12 @@ struct Parked {
 
 /// The token of a loop's waker; connections are keyed by their slab index.
 const WAKER: Token = Token(usize::MAX);
+/// The token of the listening socket, which the handshake stage's loops watch.
+const LISTENER: Token = Token(usize::MAX - 1);
 
 /// One event loop: serves its connections as their bytes arrive, until the server stops.
-/// A loop of the handshake stage (`role` [`Role::Handshake`]) runs handshakes only and
-/// hands each finished one to its event loop.
+/// A loop of the handshake stage (`role` [`Role::Handshake`]) accepts new connections,
+/// runs their handshakes only, and hands each finished one to its event loop.
 ///
 /// Readiness is edge-triggered: a connection is parked only after its socket said it has
 /// nothing more (a short read or `WouldBlock`), so the next event means new bytes.
@@ -333,11 +281,25 @@ fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
     let mut runnable = Vec::new();
     let mut running = Vec::new();
     let mut last_sweep = Instant::now();
+    let accepts = role == Role::Handshake;
+    if accepts {
+        let fd = shared.listener.fd;
+        if let Err(e) = poll
+            .registry()
+            .register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)
+        {
+            log::error!("handshake loop {me} cannot watch the listening socket: {e}");
+        }
+    }
+    let mut accept_retry = false;
+    let mut last_refusal_log = never_logged();
     loop {
-        let timeout = if runnable.is_empty() {
-            SWEEP_EVERY
-        } else {
+        let timeout = if !runnable.is_empty() {
             Duration::ZERO
+        } else if accept_retry {
+            Duration::from_millis(50)
+        } else {
+            SWEEP_EVERY
         };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -366,6 +328,29 @@ fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
                 apply(shared, registry, &mut conns, &mut runnable, key, next);
             }
         }
+        if accepts && closing {
+            let fd = shared.listener.fd;
+            let _ = registry.deregister(&mut SourceFd(&fd));
+            shared.listener.close();
+        } else if accepts && (accept_retry || events.iter().any(|e| e.token() == LISTENER)) {
+            // A new connection's ClientHello is usually there already: it is read in this
+            // round (`Yield`), without waiting for its readiness event.
+            let accepted = shared
+                .listener
+                .accept_all(shared, &mut last_refusal_log, |conn| {
+                    if let Some(key) = admit(registry, &mut conns, conn) {
+                        apply(
+                            shared,
+                            registry,
+                            &mut conns,
+                            &mut runnable,
+                            key,
+                            Next::Yield,
+                        );
+                    }
+                });
+            accept_retry = accepted == Accepted::Retry;
+        }
         for event in events.iter() {
             if event.is_read_closed() || event.is_error() {
                 if let Some(parked) = conns.get_mut(event.token().0) {
@@ -374,7 +359,11 @@ fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
             }
         }
         std::mem::swap(&mut running, &mut runnable);
-        let ready = events.iter().map(|e| e.token().0).filter(|k| *k != WAKER.0);
+        let ready = events
+            .iter()
+            .map(|e| e.token())
+            .filter(|t| *t != WAKER && *t != LISTENER)
+            .map(|t| t.0);
         for key in running.drain(..).chain(ready) {
             let Some(parked) = conns.get_mut(key) else {
                 continue;
@@ -412,6 +401,7 @@ fn admit(registry: &mio::Registry, conns: &mut Slab<Parked>, conn: Conn) -> Opti
     let entry = conns.vacant_entry();
     let key = entry.key();
     if key == WAKER.0
+        || key == LISTENER.0
         || registry
             .register(&mut source(&conn), Token(key), Interest::READABLE)
             .is_err()
