@@ -68,7 +68,7 @@ fn handshakes_run_on_threads_of_lower_priority_and_connections_move_to_the_loops
     assert!(of("kes-loop-1").is_none(), "{threads:?}");
     for stage in ["kes-handshake-0", "kes-handshake-1"] {
         let nice = of(stage).unwrap_or_else(|| panic!("no thread {stage}: {threads:?}"));
-        assert_eq!(nice, 10, "{stage}: {threads:?}");
+        assert_eq!(nice, 5, "{stage}: {threads:?}");
     }
     assert!(of("kes-handshake-2").is_none(), "{threads:?}");
 

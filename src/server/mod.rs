@@ -235,12 +235,12 @@ fn reactors(n: usize) -> std::io::Result<(Vec<Reactor>, Vec<Poll>)> {
 }
 
 /// Lowers the calling thread's CPU priority (Linux `nice` applies per thread), so that
-/// while handshakes keep the CPUs busy, the event loops still run as soon as a request
-/// arrives. Handshakes get the CPU the loops leave, and still a share of it under
-/// full load, so new connections are never starved.
+/// while handshakes keep the CPUs busy, the kernel still runs an event loop as soon as a
+/// request arrives. Five steps (weight 335 against 1024) rather than more: other
+/// programs at the default priority on the same host (MinIO itself, say) would leave a
+/// lower stage too little CPU, and new connections would wait. See docs/BENCHMARKS.md.
 fn lower_priority() {
-    /// Nice steps below the event loops: weight 110 against 1024 for each loop.
-    const LOWER_BY: libc::c_int = 10;
+    const LOWER_BY: libc::c_int = 5;
     // SAFETY: plain syscalls on the calling thread's own id.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
