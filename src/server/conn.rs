@@ -80,8 +80,9 @@ pub enum Next {
     /// More may be ready to serve without new bytes arriving: advance it again soon,
     /// after the other connections of this loop have had their turn.
     Yield,
-    /// The handshake is done: serve it on its event loop from now on.
-    Handoff,
+    /// The handshake is done: serve it on its event loop from now on, at once
+    /// ([`Next::Yield`]) or when its next bytes arrive ([`Next::Park`]).
+    Handoff(Box<Next>),
 }
 
 /// What a turn ended with, before the queued output is sent.
@@ -158,6 +159,9 @@ pub struct Conn {
     /// does not mean that nothing more is there.
     peer_closed: bool,
     who: Option<PeerIdentity>,
+    /// The socket was read until drained by the thread that had the connection before:
+    /// the next turn serves what is buffered before reading (see `settle`).
+    drained: bool,
     served: u64,
     eof: bool,
     /// After the last answer (a refusal of a request whose body was not read, or a
@@ -209,6 +213,7 @@ impl Conn {
             queued: 0,
             peer_closed: false,
             who: None,
+            drained: false,
             served: 0,
             eof: false,
             draining: None,
@@ -279,11 +284,27 @@ impl Conn {
     /// is full.
     fn settle(&mut self, turn: Turn) -> Next {
         if let Turn::Handoff = turn {
-            // What the handshake left queued (the server's Finished in TLS 1.2, a session
-            // ticket in 1.3) goes out with the event loop's first write, which at once
-            // flushes it, together with the first answer when the request came along: a
-            // write (and a wake-up of the client) fewer per new connection.
-            return Next::Handoff;
+            if !self.inbuf.is_empty() || self.eof {
+                // The first request came along: what the handshake left queued (a TLS
+                // 1.3 session ticket) goes out with its answer, in one write (and one
+                // wake-up of the client) instead of two. The handshake thread read until
+                // the socket was drained; the event loop's poll reports what arrives
+                // after, so it serves what is buffered before reading again.
+                self.drained = true;
+                return Next::Handoff(Box::new(Next::Yield));
+            }
+            // Nothing to serve yet: the queued flight (TLS 1.2's Finished, which the
+            // client waits for) goes out now, and the event loop waits for the request
+            // without trying to read it first.
+            return match self.flush_tls() {
+                Ok(true) => Next::Handoff(Box::new(Next::Park(self.first_deadline()))),
+                // The socket is full: the event loop goes on sending.
+                Ok(false) => Next::Handoff(Box::new(Next::Yield)),
+                Err(e) => {
+                    log::debug!("connection from {}: {e}", self.peer);
+                    Next::Close
+                }
+            };
         }
         match self.flush_tls() {
             Ok(true) => {}
@@ -302,7 +323,7 @@ impl Conn {
             Turn::Stream(events) => Next::Stream(events),
             Turn::Offload => Next::Offload,
             Turn::Yield => Next::Yield,
-            Turn::Handoff => Next::Handoff,
+            Turn::Handoff => unreachable!("settled above"),
             Turn::Drain => {
                 let _ = self.sock.shutdown(std::net::Shutdown::Write);
                 let now = Instant::now();
@@ -321,7 +342,11 @@ impl Conn {
         if self.draining.is_some() {
             return Ok(self.discard_input());
         }
-        let mut drained = self.read_socket()?;
+        let mut drained = if std::mem::take(&mut self.drained) {
+            true
+        } else {
+            self.read_socket()?
+        };
         if self.tls.is_handshaking() {
             if self.tls.wants_write() {
                 // The server's flight goes out now: the client's turn begins.

@@ -333,22 +333,24 @@ fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
             let _ = registry.deregister(&mut SourceFd(&fd));
             shared.listener.close();
         } else if accepts && (accept_retry || events.iter().any(|e| e.token() == LISTENER)) {
-            // A new connection's ClientHello is usually there already: it is read in this
-            // round (`Yield`), without waiting for its readiness event.
+            // Registering a connection whose ClientHello is there already reports it in
+            // the next poll; reading at once would mostly find nothing yet.
+            let take = |conn: Conn| {
+                let deadline = conn.first_deadline();
+                if let Some(key) = admit(registry, &mut conns, conn) {
+                    apply(
+                        shared,
+                        registry,
+                        &mut conns,
+                        &mut runnable,
+                        key,
+                        Next::Park(deadline),
+                    );
+                }
+            };
             let accepted = shared
                 .listener
-                .accept_all(shared, &mut last_refusal_log, |conn| {
-                    if let Some(key) = admit(registry, &mut conns, conn) {
-                        apply(
-                            shared,
-                            registry,
-                            &mut conns,
-                            &mut runnable,
-                            key,
-                            Next::Yield,
-                        );
-                    }
-                });
+                .accept_all(shared, &mut last_refusal_log, take);
             accept_retry = accepted == Accepted::Retry;
         }
         for event in events.iter() {
@@ -436,14 +438,17 @@ fn apply(
             // Its next turn, within this loop's next round, sets the real deadline.
             (Instant::now() + HEADER_TIMEOUT, false)
         }
-        Next::Close | Next::Stream(_) | Next::Offload | Next::Handoff => {
+        Next::Close => {
+            // Closing the socket takes it out of the poll: no `epoll_ctl` needed.
+            conns.remove(key);
+            return;
+        }
+        Next::Stream(_) | Next::Offload | Next::Handoff(_) => {
             let Parked { conn, .. } = conns.remove(key);
             let _ = registry.deregister(&mut source(&conn));
             match next {
                 Next::Stream(events) => stream(shared, conn, events),
-                // Its event loop advances it at once: the first request may have come
-                // with the end of the handshake.
-                Next::Handoff => shared.send_home(conn, Next::Yield),
+                Next::Handoff(then) => shared.send_home(conn, *then),
                 Next::Offload => {
                     let to_pool = lock(&shared.to_pool);
                     // Without a pool the server is stopping: the connection closes.
