@@ -358,33 +358,40 @@ fn non_reading_client(flood_request: &'static [u8]) {
     assert!(problems.is_empty(), "{}", problems.join("; "));
 }
 
-/// A connection limit refuses excess connections quickly and keeps serving.
+/// A connection limit refuses excess connections quickly and keeps serving, whether
+/// the handshake stage accepts (the default) or a thread of its own does.
 #[test]
 fn connections_over_the_limit_are_refused_and_counted() {
-    let pki = Pki::new();
-    let (admin, app) = (pki.client("admin"), pki.client("app"));
-    let kes = Kes::start(
-        &pki,
-        &config(&pki, &admin, &app, "/v1/status"),
-        &["--max-connections", "20"],
-    );
-    let mut good = kes.client(&admin);
-    good.connect().unwrap();
-    let held: Vec<_> = (0..40)
-        .map(|_| std::net::TcpStream::connect(kes.addr).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        good.get("/v1/status").status,
-        200,
-        "an established client keeps working"
-    );
-    let refused = metric(
-        &good.get("/v1/metrics").text(),
-        "kes_http_connections_refused",
-    );
-    assert!(refused >= 19.0, "refused {refused}");
-    drop(held);
+    for stage in ["2", "0"] {
+        let pki = Pki::new();
+        let (admin, app) = (pki.client("admin"), pki.client("app"));
+        let kes = Kes::start(
+            &pki,
+            &config(&pki, &admin, &app, "/v1/status"),
+            &["--max-connections", "20", "--handshake-threads", stage],
+        );
+        let mut good = kes.client(&admin);
+        good.connect().unwrap();
+        let held: Vec<_> = (0..40)
+            .map(|_| std::net::TcpStream::connect(kes.addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            good.get("/v1/status").status,
+            200,
+            "an established client keeps working (handshake threads {stage})"
+        );
+        let scrape = good.get("/v1/metrics").text();
+        let refused = metric(&scrape, "kes_http_connections_refused");
+        assert!(
+            refused >= 19.0,
+            "refused {refused} (handshake threads {stage})"
+        );
+        // The ones held open count up to the limit, no more.
+        let open = metric(&scrape, "kes_http_connections_open");
+        assert!(open <= 20.0, "{open} open (handshake threads {stage})");
+        drop(held);
+    }
 }
 
 /// SIGHUP with a new policy and a new TLS certificate in the middle of 5,000 requests:
