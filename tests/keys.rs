@@ -618,3 +618,42 @@ fn thousands_of_concurrent_deks_on_all_loops_are_pairwise_distinct() {
     }
     assert_eq!(plaintexts.len(), 4000);
 }
+
+/// A key listed under `keys:` that exists but cannot be used (a directory, or a file
+/// that holds no key, under its name) stops startup naming the key, instead of letting
+/// the server start and fail at the key's first use. An existing good key is kept.
+#[test]
+fn keys_section_refuses_an_existing_name_that_holds_no_usable_key() {
+    for what in ["a directory", "a file of garbage"] {
+        let s = setup("keys:\n- name: listed\n");
+        std::fs::create_dir_all(&s.keys_dir).unwrap();
+        let planted = s.keys_dir.join("listed");
+        if what == "a directory" {
+            std::fs::create_dir(&planted).unwrap();
+        } else {
+            std::fs::write(&planted, b"zq-garbage-zq").unwrap();
+        }
+        let err = match Kes::try_start(&s.pki, &s.config, &[]) {
+            Ok(_) => panic!("kes started although 'listed' is {what}"),
+            Err(err) => err,
+        };
+        assert!(err.contains("exited with"), "{what}: {err}");
+        assert!(
+            err.contains("'listed'"),
+            "{what}: message does not name the key: {err}"
+        );
+        // What the file holds is never echoed.
+        assert!(!err.contains("zq-garbage-zq"), "{what}: {err}");
+        println!("{what}: {}", err.lines().last().unwrap_or(""));
+    }
+
+    // A good key already there is used as it is.
+    let s = setup("keys:\n- name: listed\n");
+    let kes = Kes::start(&s.pki, &s.config, &[]);
+    let before = std::fs::read(s.keys_dir.join("listed")).unwrap();
+    drop(kes);
+    let kes = Kes::start(&s.pki, &s.config, &[]);
+    assert_eq!(std::fs::read(s.keys_dir.join("listed")).unwrap(), before);
+    let mut c = kes.client(&s.admin);
+    assert_eq!(c.post("/v1/key/generate/listed", b"{}").status, 200);
+}

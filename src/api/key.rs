@@ -100,7 +100,25 @@ pub fn ensure_key(keystore: &dyn KeyStore, name: &str, reader: OldestReader) -> 
         keystore.create(name, encoded.as_bytes())
     };
     match created {
-        Ok(()) | Err(KeyStoreError::Exists) => Ok(()),
+        Ok(()) => Ok(()),
+        // A key that is there must also be usable: a directory or an unreadable file
+        // under its name would otherwise let the server start and fail at the key's
+        // first use.
+        Err(KeyStoreError::Exists) if !keystore.creates_resident() => keystore
+            .get(name)
+            .map_err(|e| match e {
+                // The fs keystore's answer for what is not a regular file.
+                KeyStoreError::NotFound => {
+                    "its name is taken by something that is not a key (a directory?)".into()
+                }
+                e => format!("it exists but cannot be read: {e}"),
+            })
+            .and_then(|stored| {
+                KeyVersion::parse(&stored)
+                    .map(drop)
+                    .map_err(|e| format!("it exists but holds no key kes can read: {e}"))
+            }),
+        Err(KeyStoreError::Exists) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
 }
