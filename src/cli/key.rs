@@ -223,7 +223,8 @@ pub struct KeyInfo {
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub algorithm: String,
-    #[serde(default)]
+    /// Absent for resident keys (CipherTrust keeps their dates): then not printed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub created_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub created_by: String,
@@ -669,6 +670,15 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&info).unwrap(),
             r#"{"name":"k","algorithm":"AES256","created_at":"2024-01-01T00:00:00Z","created_by":"ab"}"#
+        );
+        // A resident key's answer has no date: none is printed, not an empty one.
+        let resident: KeyInfo = serde_json::from_str(
+            r#"{"name":"r","algorithm":"AES256-GCM_SHA256","resident":true,"version":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&resident).unwrap(),
+            r#"{"name":"r","algorithm":"AES256-GCM_SHA256","resident":true,"version":2}"#
         );
     }
 }
