@@ -1,7 +1,7 @@
-//! The server: one acceptor, a few event loops, a bounded pool of blocking workers.
+//! The server: a handshake stage, a few event loops, a bounded pool of blocking workers.
 //!
 //! ```text
-//! acceptor ──new conn──▶ handshake stage (TLS handshakes, at a lower CPU priority)
+//! listener ──new conn──▶ handshake stage (accepts; TLS handshakes at a lower priority)
 //!                          │ handshake done
 //!                          ▼
 //!                        event loop (one per core: its connections, their deadlines)
