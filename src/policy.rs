@@ -349,6 +349,9 @@ impl Authorizer {
 mod vectors;
 
 #[cfg(test)]
+mod glob_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
