@@ -358,3 +358,30 @@ fn out_of_range_creation_times_become_gos_zero_time_in_json() {
     let again = KeyVersion::parse(key.encode_for(OldestReader::Y2023).as_bytes()).unwrap();
     assert_eq!(again.created_at_unix(), key.created_at_unix());
 }
+
+#[test]
+fn each_level_shows_its_config_name_and_the_forms_it_writes() {
+    for (level, name, forms) in [
+        (
+            OldestReader::V017,
+            "v0.17",
+            "keys as {\"bytes\"} JSON, ciphertexts as JSON",
+        ),
+        (
+            OldestReader::Y2023,
+            "2023",
+            "keys as v1 JSON, ciphertexts as msgpack",
+        ),
+        (
+            OldestReader::Current,
+            "current",
+            "keys as protobuf, ciphertexts in the binary form",
+        ),
+    ] {
+        // The banner, /v1/status and the SIGHUP log line show these.
+        assert_eq!(level.to_string(), name);
+        assert_eq!(level.name(), name);
+        assert_eq!(level.forms(), forms);
+        assert_eq!(name.parse::<OldestReader>(), Ok(level));
+    }
+}
