@@ -385,3 +385,31 @@ fn each_level_shows_its_config_name_and_the_forms_it_writes() {
         assert_eq!(name.parse::<OldestReader>(), Ok(level));
     }
 }
+
+#[test]
+fn each_stored_form_shows_its_name_and_oldest_go_release() {
+    // `kes survey` lists these per key and sums them up per release.
+    let shown: Vec<(&str, Option<&str>)> = StoredForm::ALL
+        .iter()
+        .map(|form| (form.name(), form.oldest_go_release()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "JSON, no algorithm ({\"bytes\"} or v1)",
+                Some("v0.17.0 (or older)")
+            ),
+            (
+                "v1 JSON, 2022 algorithm names",
+                Some("v0.19.2 (2022-04-07)")
+            ),
+            (
+                "v1 JSON, 2023-10 algorithm names",
+                Some("2023-10-03T00-48-37Z")
+            ),
+            ("base64 protobuf", Some("2024-02-29T08-12-28Z")),
+            ("not a KES key", None),
+        ]
+    );
+}
