@@ -359,7 +359,8 @@ fn rotation_under_load_loses_nothing() {
             })
         })
         .collect();
-    while done.load(Ordering::SeqCst) < 500 {
+    // (A worker that panics stops counting: then wait for the joins below to report it.)
+    while done.load(Ordering::SeqCst) < 500 && !workers.iter().all(|w| w.is_finished()) {
         thread::sleep(std::time::Duration::from_millis(2));
     }
     let r = c.post("/v1/key/rotate/hot", b"");
@@ -515,6 +516,8 @@ fn a_cm_call_that_hangs_holds_a_pool_worker_not_the_event_loop() {
         thread::spawn(move || generate(&mut kes.client(&app), "k", "ctx").map(|_| ()))
     };
     while s.sim.held(Route::Encrypt) == 0 {
+        // A generate that answers without calling CM would otherwise be waited for forever.
+        assert!(!hung.is_finished(), "generate answered without calling CM");
         thread::sleep(std::time::Duration::from_millis(10));
     }
     // The loop still serves others while CM holds the generate's call.
