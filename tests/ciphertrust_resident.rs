@@ -211,6 +211,23 @@ fn resident_key_lifecycle() {
     for (i, (plain, _)) in items.iter().enumerate() {
         assert_eq!(answers[i]["plaintext"], plain.as_str());
     }
+    // No item, one (no helper thread wanted) and two (one helper): the same answers.
+    for n in [0, 1, 2] {
+        let r = c.post(
+            "/v1/key/bulk/decrypt/my-key",
+            json!(body[..n]).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{n} items: {}", r.text());
+        let plaintexts: Vec<_> = items[..n].iter().map(|(plain, _)| plain.as_str()).collect();
+        let answered: Vec<_> = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["plaintext"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(answered, plaintexts, "{n} items");
+    }
 
     // HMAC and import are refused with the reason.
     let r = c.post(
