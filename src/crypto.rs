@@ -330,3 +330,6 @@ mod wipe_tests;
 
 #[cfg(test)]
 mod width_tests;
+
+#[cfg(test)]
+mod error_tests;

@@ -349,6 +349,9 @@ impl Authorizer {
 mod vectors;
 
 #[cfg(test)]
+mod glob_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -419,6 +422,46 @@ mod tests {
     }
 
     #[test]
+    fn a_trailing_escape_matches_nothing_and_does_not_panic() {
+        // Malformed for Go (path.Match answers false with ErrBadPattern); the callers
+        // refuse such a pattern first, but the matcher itself must not read past it.
+        assert!(!glob_match("/v1/key/x\\", "/v1/key/x\\"));
+        assert!(!glob_match("/v1/key/x\\", "/v1/key/x"));
+        assert!(!can_match_some_name(b"app\\"));
+    }
+
+    #[test]
+    fn which_name_patterns_some_key_name_can_match() {
+        for (pattern, some_name) in [
+            (&b""[..], true),
+            (b"*", true),
+            (b"?", true),
+            (b"my-app*", true),
+            (b"[a-c]pp", true),
+            (b"[^a-c]pp", true),
+            (b"my\\-app", true),
+            (b"a\\b\\c", true),
+            // Nothing a name may contain: '/', '.', '!', an escaped '*'.
+            (b"a/b", false),
+            (b"my.key", false),
+            (b"[!]", false),
+            (b"[!]*", false),
+            (b"a\\*", false),
+            (b"\\*a", false),
+            // What follows an escape is still checked.
+            (b"abc\\-.", false),
+            (b"a\\-b.c", false),
+        ] {
+            assert_eq!(
+                can_match_some_name(pattern),
+                some_name,
+                "{}",
+                String::from_utf8_lossy(pattern)
+            );
+        }
+    }
+
+    #[test]
     fn deny_wins_over_allow() {
         let p = Policy {
             name: "p".into(),
@@ -428,5 +471,69 @@ mod tests {
         assert!(p.allows("/v1/key/decrypt/public"));
         assert!(!p.allows("/v1/key/decrypt/secret-1"));
         assert!(!p.allows("/v1/status"));
+    }
+
+    fn authorizer() -> Authorizer {
+        let policy = |allow: &[&str], identities: &[&str]| crate::config::PolicyConfig {
+            allow: allow.iter().map(|r| rule(r)).collect(),
+            deny: vec![rule("/v1/key/decrypt/secret*")],
+            identities: identities.iter().map(|s| s.to_string()).collect(),
+        };
+        let policies = BTreeMap::from([
+            (
+                "reader".to_string(),
+                policy(&["/v1/key/decrypt/*"], &["id-r2", "id-r1"]),
+            ),
+            ("status".to_string(), policy(&["/v1/status"], &["id-s"])),
+        ]);
+        Authorizer::new(Some("id-admin".to_string()), &policies)
+    }
+
+    #[test]
+    fn verify_answers_admin_allowed_or_denied_per_identity() {
+        let auth = authorizer();
+        assert_eq!(auth.verify("id-admin", "/v1/key/delete/x"), Verdict::Admin);
+        assert_eq!(
+            auth.verify("id-r1", "/v1/key/decrypt/app"),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            auth.verify("id-r1", "/v1/key/decrypt/secret-1"),
+            Verdict::Denied
+        );
+        assert_eq!(auth.verify("id-r1", "/v1/status"), Verdict::Denied);
+        assert_eq!(auth.verify("id-s", "/v1/status"), Verdict::Allowed);
+        assert_eq!(auth.verify("id-s", "/v1/key/decrypt/app"), Verdict::Denied);
+        assert_eq!(auth.verify("id-unknown", "/v1/status"), Verdict::Denied);
+    }
+
+    #[test]
+    fn only_the_configured_admin_is_admin_and_never_the_empty_identity() {
+        let auth = authorizer();
+        assert!(auth.is_admin("id-admin"));
+        assert!(!auth.is_admin("id-r1"));
+        assert!(!auth.is_admin(""));
+        let no_admin = Authorizer::new(None, &BTreeMap::new());
+        assert!(!no_admin.is_admin(""));
+        assert!(!no_admin.is_admin("id-admin"));
+        assert_eq!(no_admin.verify("", "/v1/status"), Verdict::Denied);
+    }
+
+    #[test]
+    fn policies_are_found_by_identity_and_listed_sorted() {
+        let auth = authorizer();
+        assert_eq!(
+            auth.policy_of("id-r2").map(|p| p.name.as_str()),
+            Some("reader")
+        );
+        assert_eq!(
+            auth.policy_of("id-s").map(|p| p.name.as_str()),
+            Some("status")
+        );
+        assert!(auth.policy_of("id-admin").is_none());
+        assert_eq!(
+            auth.assignments(),
+            [("id-r1", "reader"), ("id-r2", "reader"), ("id-s", "status")]
+        );
     }
 }

@@ -211,6 +211,23 @@ fn resident_key_lifecycle() {
     for (i, (plain, _)) in items.iter().enumerate() {
         assert_eq!(answers[i]["plaintext"], plain.as_str());
     }
+    // No item, one (no helper thread wanted) and two (one helper): the same answers.
+    for n in [0, 1, 2] {
+        let r = c.post(
+            "/v1/key/bulk/decrypt/my-key",
+            json!(body[..n]).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{n} items: {}", r.text());
+        let plaintexts: Vec<_> = items[..n].iter().map(|(plain, _)| plain.as_str()).collect();
+        let answered: Vec<_> = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["plaintext"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(answered, plaintexts, "{n} items");
+    }
 
     // HMAC and import are refused with the reason.
     let r = c.post(
@@ -359,7 +376,8 @@ fn rotation_under_load_loses_nothing() {
             })
         })
         .collect();
-    while done.load(Ordering::SeqCst) < 500 {
+    // (A worker that panics stops counting: then wait for the joins below to report it.)
+    while done.load(Ordering::SeqCst) < 500 && !workers.iter().all(|w| w.is_finished()) {
         thread::sleep(std::time::Duration::from_millis(2));
     }
     let r = c.post("/v1/key/rotate/hot", b"");
@@ -515,6 +533,8 @@ fn a_cm_call_that_hangs_holds_a_pool_worker_not_the_event_loop() {
         thread::spawn(move || generate(&mut kes.client(&app), "k", "ctx").map(|_| ()))
     };
     while s.sim.held(Route::Encrypt) == 0 {
+        // A generate that answers without calling CM would otherwise be waited for forever.
+        assert!(!hung.is_finished(), "generate answered without calling CM");
         thread::sleep(std::time::Duration::from_millis(10));
     }
     // The loop still serves others while CM holds the generate's call.

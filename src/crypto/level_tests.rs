@@ -358,3 +358,58 @@ fn out_of_range_creation_times_become_gos_zero_time_in_json() {
     let again = KeyVersion::parse(key.encode_for(OldestReader::Y2023).as_bytes()).unwrap();
     assert_eq!(again.created_at_unix(), key.created_at_unix());
 }
+
+#[test]
+fn each_level_shows_its_config_name_and_the_forms_it_writes() {
+    for (level, name, forms) in [
+        (
+            OldestReader::V017,
+            "v0.17",
+            "keys as {\"bytes\"} JSON, ciphertexts as JSON",
+        ),
+        (
+            OldestReader::Y2023,
+            "2023",
+            "keys as v1 JSON, ciphertexts as msgpack",
+        ),
+        (
+            OldestReader::Current,
+            "current",
+            "keys as protobuf, ciphertexts in the binary form",
+        ),
+    ] {
+        // The banner, /v1/status and the SIGHUP log line show these.
+        assert_eq!(level.to_string(), name);
+        assert_eq!(level.name(), name);
+        assert_eq!(level.forms(), forms);
+        assert_eq!(name.parse::<OldestReader>(), Ok(level));
+    }
+}
+
+#[test]
+fn each_stored_form_shows_its_name_and_oldest_go_release() {
+    // `kes survey` lists these per key and sums them up per release.
+    let shown: Vec<(&str, Option<&str>)> = StoredForm::ALL
+        .iter()
+        .map(|form| (form.name(), form.oldest_go_release()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "JSON, no algorithm ({\"bytes\"} or v1)",
+                Some("v0.17.0 (or older)")
+            ),
+            (
+                "v1 JSON, 2022 algorithm names",
+                Some("v0.19.2 (2022-04-07)")
+            ),
+            (
+                "v1 JSON, 2023-10 algorithm names",
+                Some("2023-10-03T00-48-37Z")
+            ),
+            ("base64 protobuf", Some("2024-02-29T08-12-28Z")),
+            ("not a KES key", None),
+        ]
+    );
+}

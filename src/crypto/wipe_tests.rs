@@ -9,7 +9,7 @@ use std::cell::Cell;
 use super::Cipher;
 use super::KeyVersion;
 use super::gojson::JsonText;
-use super::proto::{HmacKey, SecretKey};
+use super::proto::{self, HmacKey, SecretKey};
 
 struct Watching;
 
@@ -129,4 +129,25 @@ fn debug_output_never_shows_key_bytes() {
     }
     assert!(shown[2].contains("key: <redacted>"), "{}", shown[2]);
     assert!(shown[2].contains("hmac_key: <redacted>"), "{}", shown[2]);
+}
+
+#[test]
+fn the_stored_message_shows_its_structure_without_key_bytes() {
+    let bytes = [0xabu8; 32];
+    let message = proto::KeyVersion {
+        key: Some(SecretKey {
+            key: bytes.to_vec(),
+            r#type: 2,
+        }),
+        hmac_key: Some(HmacKey {
+            key: bytes.to_vec(),
+            hash: 1,
+        }),
+        created_at: None,
+        created_by: "me".into(),
+    };
+    assert_eq!(
+        format!("{message:?}"),
+        "KeyVersion { key: Some(SecretKey { type: 2, .. }), hmac_key: Some(HmacKey { hash: 1, .. }), created_at: None, created_by: \"me\" }"
+    );
 }
