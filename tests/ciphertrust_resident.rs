@@ -602,3 +602,28 @@ fn an_unknown_master_keys_value_is_a_config_error() {
     );
     assert!(err.contains("resident"), "{err}");
 }
+
+/// A resident key listed under `keys:` is created at the first start and found at the
+/// next: CipherTrust holds it, kes has no stored value of it to check, and the server
+/// starts.
+#[test]
+fn a_listed_resident_key_is_created_once_and_found_at_the_next_start() {
+    let s = Setup::new();
+    let config = s.config(
+        "config.yml",
+        "ciphertrust",
+        Some("resident"),
+        ALL_KEY_ROUTES,
+    );
+    let mut body = std::fs::read_to_string(&config).unwrap();
+    body.push_str("keys:\n- name: listed\n");
+    std::fs::write(&config, body).unwrap();
+    for start in ["first", "second"] {
+        let kes = s.start(&config);
+        let mut c = kes.client(&s.app);
+        let info = c.get("/v1/key/describe/listed");
+        assert_eq!(info.status, 200, "{start} start: {}", info.text());
+        assert_eq!(info.json()["resident"], true, "{start} start");
+        assert!(generate(&mut c, "listed", "").is_ok(), "{start} start");
+    }
+}
