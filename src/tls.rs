@@ -37,10 +37,10 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// The server's provider: ring with Go's order of cipher suites, AES-128-GCM first.
 ///
 /// On hosts with AES instructions Go's server picks AES-128-GCM with SHA-256 whenever the
-/// client offers it, whatever the client's order; MinIO's Go client gets it either way. Clients that list AES-256-GCM
-/// with SHA-384 first (rustls, curl) would otherwise make every handshake hash with
-/// SHA-384, which has no CPU instructions on x86 (SHA-256 has), and every record use
-/// the longer key schedule. Every suite stays available.
+/// client offers it, whatever the client's order; MinIO's Go client gets it either way.
+/// Clients that list AES-256-GCM with SHA-384 first (rustls, curl) would otherwise make
+/// every handshake hash with SHA-384, which has no CPU instructions on x86 (SHA-256
+/// has), and every record use the longer key schedule. Every suite stays available.
 fn server_provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite as cs;
     let go_order = [
@@ -55,18 +55,14 @@ fn server_provider() -> Arc<CryptoProvider> {
         cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
     let mut provider = rustls::crypto::ring::default_provider();
-    let mut suites = Vec::with_capacity(provider.cipher_suites.len());
-    for suite in go_order {
-        if provider.cipher_suites.contains(&suite) {
-            suites.push(suite);
-        }
-    }
-    for suite in &provider.cipher_suites {
-        if !suites.contains(suite) {
-            suites.push(*suite);
-        }
-    }
-    provider.cipher_suites = suites;
+    // A stable sort: a suite Go does not know (none today) keeps its place after them.
+    let rank = |suite: &rustls::SupportedCipherSuite| {
+        go_order
+            .iter()
+            .position(|go| go == suite)
+            .unwrap_or(go_order.len())
+    };
+    provider.cipher_suites.sort_by_key(rank);
     Arc::new(provider)
 }
 
