@@ -13,8 +13,8 @@ use super::routes::Reply;
 use super::{Ctx, errors, fail, valid_name};
 use crate::crypto::{Cipher, KeyVersion, OldestReader, random_dek};
 use crate::http::Response;
-use crate::keys::MasterKey;
-use crate::keystore::{KeyStore, KeyStoreError, Sealed};
+use crate::keys::{Keys, MasterKey};
+use crate::keystore::{KeyStoreError, Sealed};
 
 /// Most ciphertexts one bulk decrypt may carry, as in the 2023 servers.
 const BULK_MAX: usize = 1000;
@@ -90,8 +90,11 @@ fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result
 }
 
 /// Creates `name` unless it exists (the `keys:` section of the config): resident when
-/// the keystore makes resident keys, else in the form `reader` reads.
-pub fn ensure_key(keystore: &dyn KeyStore, name: &str, reader: OldestReader) -> Result<(), String> {
+/// the keystore makes resident keys, else in the form `reader` reads. A key that is
+/// there is loaded as a request would load it, so that a directory or an unreadable file
+/// under its name stops startup instead of failing at the key's first use.
+pub fn ensure_key(keys: &Keys, name: &str, reader: OldestReader) -> Result<(), String> {
+    let keystore = keys.store();
     let created = if keystore.creates_resident() {
         keystore.create_resident(name).map(drop)
     } else {
@@ -101,24 +104,13 @@ pub fn ensure_key(keystore: &dyn KeyStore, name: &str, reader: OldestReader) -> 
     };
     match created {
         Ok(()) => Ok(()),
-        // A key that is there must also be usable: a directory or an unreadable file
-        // under its name would otherwise let the server start and fail at the key's
-        // first use.
-        Err(KeyStoreError::Exists) if !keystore.creates_resident() => keystore
-            .get(name)
-            .map_err(|e| match e {
-                // The fs keystore's answer for what is not a regular file.
-                KeyStoreError::NotFound => {
-                    "its name is taken by something that is not a key (a directory?)".into()
-                }
-                e => format!("it exists but cannot be read: {e}"),
-            })
-            .and_then(|stored| {
-                KeyVersion::parse(&stored)
-                    .map(drop)
-                    .map_err(|e| format!("it exists but holds no key kes can read: {e}"))
-            }),
-        Err(KeyStoreError::Exists) => Ok(()),
+        Err(KeyStoreError::Exists) => keys.get(name).map(drop).map_err(|e| match e {
+            // The fs keystore's answer for what is not a regular file.
+            KeyStoreError::NotFound => {
+                "its name is taken by something that is not a key (a directory?)".into()
+            }
+            e => format!("it exists but cannot be used: {e}"),
+        }),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -10,7 +10,6 @@ use signal_hook::iterator::Signals;
 
 use super::{Limits, Server};
 use crate::config::Config;
-use crate::keystore::KeyStore;
 use crate::state::{Live, State};
 use crate::tls::{self, ClientAuth};
 
@@ -176,7 +175,8 @@ fn run(flags: Flags) -> Result<(), String> {
     crate::memory::harden();
 
     let keystore = crate::keystore::open(&config.keystore)?;
-    create_listed_keys(keystore.as_ref(), &config.keys, config.oldest_reader)?;
+    let keys = crate::keys::Keys::new(keystore, config.cache);
+    create_listed_keys(&keys, &config.keys, config.oldest_reader)?;
     let tls_config = build_tls(&config)?;
     let addr = flags
         .addr
@@ -194,7 +194,6 @@ fn run(flags: Flags) -> Result<(), String> {
     widen_backlog(&listener);
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let keys = crate::keys::Keys::new(keystore, config.cache);
     let state = Arc::new(State::new(Live::new(config, tls_config), keys));
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -258,12 +257,12 @@ fn build_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
 
 /// Creates the keys listed under `keys:` that do not exist yet.
 fn create_listed_keys(
-    keystore: &dyn KeyStore,
+    keys: &crate::keys::Keys,
     names: &[String],
     reader: crate::crypto::OldestReader,
 ) -> Result<(), String> {
     for name in names {
-        crate::api::key::ensure_key(keystore, name, reader)
+        crate::api::key::ensure_key(keys, name, reader)
             .map_err(|e| format!("cannot create key '{name}' listed under 'keys:': {e}"))?;
     }
     Ok(())
