@@ -281,7 +281,7 @@ fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
     let mut runnable = Vec::new();
     let mut running = Vec::new();
     let mut last_sweep = Instant::now();
-    let accepts = role == Role::Handshake;
+    let mut accepts = role == Role::Handshake;
     if accepts {
         let fd = shared.listener.fd;
         if let Err(e) = poll
@@ -329,9 +329,9 @@ fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
             }
         }
         if accepts && closing {
-            let fd = shared.listener.fd;
-            let _ = registry.deregister(&mut SourceFd(&fd));
+            // Closing the listening socket takes it out of every poll that watches it.
             shared.listener.close();
+            accepts = false;
         } else if accepts && (accept_retry || events.iter().any(|e| e.token() == LISTENER)) {
             // Registering a connection whose ClientHello is there already reports it in
             // the next poll; reading at once would mostly find nothing yet.
