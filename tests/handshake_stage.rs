@@ -7,11 +7,9 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Credential, Kes, Pki};
-use rustls_pki_types::ServerName;
 
 /// The threads of process `pid`: (name, nice value).
 fn threads(pid: u32) -> Vec<(String, i64)> {
@@ -125,7 +123,8 @@ fn a_request_that_comes_with_the_last_handshake_flight_is_answered() {
         );
         assert_eq!(kes.client(&admin).post("/v1/key/create/k", b"").status, 200);
         for close_after in [false, true] {
-            let mut tls = client_connection(&pki, &admin);
+            let client = kes.client(&admin).with_versions(&[&rustls::version::TLS13]);
+            let mut tls = client.tls_connection();
             let mut sock = TcpStream::connect(kes.addr).unwrap();
             sock.set_read_timeout(Some(Duration::from_secs(10)))
                 .unwrap();
@@ -158,28 +157,4 @@ fn a_request_that_comes_with_the_last_handshake_flight_is_answered() {
             assert_eq!(answer.json()["plaintext"].as_str().unwrap().len(), 44);
         }
     }
-}
-
-/// A TLS client connection to the test's server with `who`'s certificate.
-fn client_connection(pki: &Pki, who: &Credential) -> rustls::ClientConnection {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::fs::read(&pki.ca_path).unwrap().as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let certs = rustls_pemfile::certs(&mut std::fs::read(&who.cert_path).unwrap().as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(&who.key_path).unwrap().as_slice())
-        .unwrap()
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(certs, key)
-    .unwrap();
-    rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap())
-        .unwrap()
 }

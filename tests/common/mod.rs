@@ -428,17 +428,23 @@ impl Client {
         self
     }
 
+    /// A TLS client connection with this client's settings, not started yet: for tests
+    /// that drive the handshake by hand.
+    pub fn tls_connection(&self) -> rustls::ClientConnection {
+        rustls::ClientConnection::new(
+            self.config.clone(),
+            ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .unwrap()
+    }
+
     /// Opens the TLS connection (handshake included) if none is open.
     pub fn connect(&mut self) -> std::io::Result<()> {
         if self.stream.is_none() {
             let sock = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
             sock.set_read_timeout(Some(Duration::from_secs(20)))?;
             sock.set_nodelay(true)?;
-            let conn = rustls::ClientConnection::new(
-                self.config.clone(),
-                ServerName::try_from("127.0.0.1").unwrap(),
-            )
-            .map_err(std::io::Error::other)?;
+            let conn = self.tls_connection();
             let mut stream = rustls::StreamOwned::new(conn, sock);
             while stream.conn.is_handshaking() {
                 stream.conn.complete_io(&mut stream.sock)?;
