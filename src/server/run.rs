@@ -92,18 +92,11 @@ fn parse_flags(args: Vec<OsString>) -> Result<Option<Flags>, String> {
             // Memory is always locked where permitted; the old flag is accepted.
             Long("mlock") => {}
             Long("loops") => {
-                flags.limits.loops = text(&mut parser)?
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=64).contains(n))
-                    .ok_or("--loops: a number from 1 to 64")?;
+                flags.limits.loops = thread_count(&text(&mut parser)?, "loops", 1)?;
             }
             Long("handshake-threads") => {
-                flags.limits.handshakers = text(&mut parser)?
-                    .parse()
-                    .ok()
-                    .filter(|n| (0..=64).contains(n))
-                    .ok_or("--handshake-threads: a number from 0 to 64")?;
+                flags.limits.handshakers =
+                    thread_count(&text(&mut parser)?, "handshake-threads", 0)?;
             }
             Long("workers") => {
                 flags.limits.workers = text(&mut parser)?
@@ -343,4 +336,13 @@ fn widen_backlog(listener: &TcpListener) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// A number of threads for `--flag`, from `min` to 64.
+fn thread_count(value: &str, flag: &str, min: usize) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (min..=64).contains(n))
+        .ok_or_else(|| format!("--{flag}: a number from {min} to 64"))
 }
