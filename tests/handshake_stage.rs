@@ -91,20 +91,37 @@ fn without_handshake_threads_the_event_loops_run_the_handshakes() {
     serve_new_connections(&kes, &admin);
 }
 
+/// Thread counts out of range are refused with the flag's range (`--loops` shares the
+/// parser and needs at least one loop).
 #[test]
 fn a_bad_number_of_handshake_threads_is_refused() {
     let pki = Pki::new();
     let admin = pki.client("admin");
     let config = pki.fs_config(&admin.identity, "");
-    for bad in ["65", "-1", "many"] {
-        let err = match Kes::try_start(&pki, &config, &["--handshake-threads", bad]) {
-            Ok(_) => panic!("--handshake-threads {bad} was accepted"),
+    let cases = [
+        (
+            "--handshake-threads",
+            "65",
+            "--handshake-threads: a number from 0 to 64",
+        ),
+        (
+            "--handshake-threads",
+            "-1",
+            "--handshake-threads: a number from 0 to 64",
+        ),
+        (
+            "--handshake-threads",
+            "many",
+            "--handshake-threads: a number from 0 to 64",
+        ),
+        ("--loops", "0", "--loops: a number from 1 to 64"),
+    ];
+    for (flag, bad, message) in cases {
+        let err = match Kes::try_start(&pki, &config, &[flag, bad]) {
+            Ok(_) => panic!("{flag} {bad} was accepted"),
             Err(e) => e,
         };
-        assert!(
-            err.contains("--handshake-threads: a number from 0 to 64"),
-            "{bad}: {err}"
-        );
+        assert!(err.contains(message), "{flag} {bad}: {err}");
     }
 }
 
