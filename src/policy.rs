@@ -2,7 +2,9 @@
 //!
 //! Rule semantics are chosen so that configs of both Go generations keep their meaning:
 //! a rule is a glob (as in the 2023 servers: `*` matches within one path segment, `?` one
-//! character, `[a-z]` a class), except that a `*` at the very end matches everything that
+//! character other than `/`, `[a-z]` a class; as in Go's `path.Match`, a class matches
+//! any character it admits, `/` included, so a deny rule such as
+//! `/v1/key/generate[/]my-app` denies what the original denied), except that a `*` at the very end matches everything that
 //! follows, `/` included (as in the last release, where a trailing `*` is a prefix match).
 //! Key, policy and identity names never contain `/`, so for every real API path the two
 //! generations agree under this rule; it only revives mid-path wildcards such as
@@ -209,7 +211,7 @@ impl Glob<'_> {
             _ if t.is_empty() => false,
             b'?' => t[0] != b'/' && self.at(pi + 1, ti + 1),
             b'[' => match class(p, 0, t[0]) {
-                Ok((end, admitted)) => t[0] != b'/' && admitted && self.at(pi + end, ti + 1),
+                Ok((end, admitted)) => admitted && self.at(pi + end, ti + 1),
                 Err(_) => false,
             },
             b'\\' => p.len() > 1 && p[1] == t[0] && self.at(pi + 2, ti + 1),

@@ -162,6 +162,46 @@ fn admin_may_call_everything_and_apps_only_what_their_policy_allows() {
     assert_eq!(resp.header("content-type"), Some("application/json"));
 }
 
+/// Go's `path.Match` lets a character class match a `/` (`*` and `?` never do): a deny
+/// rule with a class at a separator denies what the original denied, and an allow rule
+/// of that form allows what it allowed.
+#[test]
+fn a_character_class_at_a_separator_matches_the_slash_in_deny_and_allow_rules() {
+    let pki = Pki::new();
+    let (admin, app, other) = (pki.client("admin"), pki.client("app"), pki.client("other"));
+    let config = pki.config(
+        "config.yml",
+        &format!(
+            "admin:\n  identity: {}\npolicy:\n  app:\n    allow:\n    - /v1/key/generate/*\n    deny:\n    - /v1/key/generate[/]secret-app\n    - /v1/key/generate[^x]other-secret\n    identities:\n    - {}\n  other:\n    allow:\n    - /v1/key/generate[/]my-app\n    - /v1/key/generate[.-0]my-other-app\n    identities:\n    - {}\nkeystore:\n  fs:\n    path: {}\n",
+            admin.identity,
+            app.identity,
+            other.identity,
+            pki.path("keys").display()
+        ),
+    );
+    let kes = Kes::start(&pki, &config, &[]);
+    let mut a = kes.client(&admin);
+    for name in ["secret-app", "other-secret", "my-app", "my-other-app"] {
+        assert_eq!(a.post(&format!("/v1/key/create/{name}"), b"").status, 200);
+    }
+    let mut p = kes.client(&app);
+    for denied in ["secret-app", "other-secret"] {
+        let resp = p.post(&format!("/v1/key/generate/{denied}"), b"{}");
+        assert_eq!(
+            resp.status, 403,
+            "{denied}: the deny rule's class matches '/'"
+        );
+        assert_eq!(resp.message(), "not authorized: insufficient permissions");
+    }
+    assert_eq!(p.post("/v1/key/generate/my-app", b"{}").status, 200);
+    let mut o = kes.client(&other);
+    for allowed in ["my-app", "my-other-app"] {
+        let resp = o.post(&format!("/v1/key/generate/{allowed}"), b"{}");
+        assert_eq!(resp.status, 200, "{allowed}: {}", resp.text());
+    }
+    assert_eq!(o.post("/v1/key/generate/secret-app", b"{}").status, 403);
+}
+
 #[test]
 fn methods_redirects_unknown_paths_and_body_limits() {
     let pki = Pki::new();

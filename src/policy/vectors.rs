@@ -79,10 +79,12 @@ fn every_go_path_match_vector_holds_apart_from_the_two_deviations() {
         }
     }
     // Every well-formed vector is either the same answer or the first deviation.
-    assert_eq!((agreed, crossed), (2732, 58));
+    assert_eq!((agreed, crossed), (2787, 58));
     // Exactly these well-formed patterns are dead rules. Each needs a route segment
     // that does not exist (`/v1/key/my-app`), a literal `*` or `!` in a name, an empty
-    // range (`[z-a]`) or a `/` inside a name (`…/decrypt/*/*`); none can match a request.
+    // range (`[z-a]`), a `/` inside a name (`…/decrypt/*/*`), or a `*`, `?` or a class
+    // without `/` (Go's `[!a]` is '!' or 'a') where the route has its `/`; none can
+    // match a request.
     let expected_dead: BTreeSet<String> = [
         "/v1/key/*-app",
         "/v1/key/*app*",
@@ -104,12 +106,15 @@ fn every_go_path_match_vector_holds_apart_from_the_two_deviations() {
         "/v1/key/decrypt/[z-a]*",
         r"/v1/key/decrypt/\*",
         r"/v1/key/decrypt/my-app\*",
+        "/v1/key/generate*my-app",
         "/v1/key/generate/*/*",
         "/v1/key/generate/*/decrypt/*",
         "/v1/key/generate/[!]",
         "/v1/key/generate/[z-a]*",
         r"/v1/key/generate/\*",
         r"/v1/key/generate/my-app\*",
+        "/v1/key/generate?my-app",
+        "/v1/key/generate[!a]my-app",
         "/v1/key/list/*/*",
         "/v1/key/list/*/decrypt/*",
         "/v1/key/list/[!]",
@@ -126,6 +131,7 @@ fn every_go_path_match_vector_holds_apart_from_the_two_deviations() {
         "/v1/key/my-app-internal*",
         r"/v1/key/my-app\*",
         r"/v1/key/my\-app*",
+        "/v1/key?generate/my-app",
     ]
     .into_iter()
     .map(String::from)
@@ -180,4 +186,42 @@ fn escapes_and_ranges_inside_classes_match_as_go_does() {
     assert!(!glob_match("/v1/key/x/[z-a]", "/v1/key/x/m"));
     assert!(glob_match("/v1/key/x/[a-a]", "/v1/key/x/a"));
     assert!(!glob_match("/v1/key/x/[a-a]", "/v1/key/x/b"));
+}
+
+/// Go's `*` and `?` stop at a `/`; a class does not: it matches any character it admits.
+#[test]
+fn a_class_matches_a_slash_it_admits_and_stars_and_marks_never_do() {
+    let path = "/v1/key/generate/my-app";
+    for pattern in [
+        "/v1/key/generate[/]my-app",
+        "/v1/key/generate[^x]my-app",
+        "/v1/key/generate[.-0]my-app",
+        "/v1/key/generate[!-/]my-app",
+        "/v1/key[/]generate[/]*",
+    ] {
+        assert!(glob_match(pattern, path), "{pattern}");
+        let rule = Rule::parse(pattern).unwrap();
+        assert!(rule.matches(path), "{pattern} as a rule");
+    }
+    for pattern in [
+        "/v1/key/generate?my-app",
+        "/v1/key/generate*my-app",
+        "/v1/key/generate[^/]my-app",
+        "/v1/key/generate[!a]my-app",
+        "/v1/key/generate[a-z]my-app",
+    ] {
+        assert!(!glob_match(pattern, path), "{pattern}");
+    }
+    let cases = vectors();
+    let at_a_slash: Vec<_> = cases
+        .iter()
+        .filter(|v| {
+            !v.bad_pattern && v.matched && v.pattern.contains('[') && !v.pattern.contains('*')
+        })
+        .filter(|v| v.pattern.replace("[/]", "").matches('/').count() < v.path.matches('/').count())
+        .collect();
+    assert_eq!(at_a_slash.len(), 3, "the vectors' classes that match a '/'");
+    for v in at_a_slash {
+        assert!(glob_match(&v.pattern, &v.path), "{} {}", v.pattern, v.path);
+    }
 }
