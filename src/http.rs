@@ -6,7 +6,9 @@
 use std::fmt::Write as _;
 
 mod framing;
-pub use framing::{BodyFraming, ChunkError, MAX_CHUNK_LINE, decode_chunked, decode_chunks};
+pub use framing::{
+    BodyFraming, ChunkError, MAX_CHUNK_EXTRA, MAX_CHUNK_LINE, decode_chunked, decode_chunks,
+};
 
 /// The most header bytes a request may have. Larger heads get 431.
 pub const MAX_HEAD: usize = 16 * 1024;

@@ -125,7 +125,13 @@ fn request(
         let mut rest = body;
         while !rest.is_empty() {
             let n = rng.size(rest.len().min(256 * 1024));
-            let ext = if rng.chance(10) { ";x=y" } else { "" };
+            // Extensions do not count toward the body limit (the server limits the
+            // decoded body), so a body near the limit is served whatever they add.
+            let ext = match rng.below(20) {
+                0 => ";x=y".to_string(),
+                1 => format!(";x={}", "e".repeat(rng.size(200))),
+                _ => String::new(),
+            };
             raw.extend_from_slice(format!("{n:x}{ext}\r\n").as_bytes());
             raw.extend_from_slice(&rest[..n]);
             raw.extend_from_slice(b"\r\n");

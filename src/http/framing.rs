@@ -5,8 +5,11 @@
 //! (request smuggling). So every form that two parsers could read differently is
 //! refused, and the connection closed: `Content-Length` is digits only, one value;
 //! `Transfer-Encoding` is exactly `chunked` and never comes with `Content-Length`; chunk
-//! sizes are hex digits only; chunk lines, extensions and trailers are bounded and count
-//! toward the body limit. docs/bad-input.md lists each form and its answer.
+//! sizes are hex digits only; chunk lines, extensions and trailers are bounded. The
+//! route's body limit applies to the decoded body, as in the original, so that how a
+//! client frames a body never changes whether it fits; extensions and trailers have a
+//! bound of their own ([`MAX_CHUNK_EXTRA`]). docs/bad-input.md lists each form and its
+//! answer.
 
 use super::{HeadError, MAX_HEAD};
 
@@ -19,6 +22,13 @@ pub enum BodyFraming {
 
 /// The longest chunk-size line (size, extensions, CRLF) accepted, as the original's.
 pub const MAX_CHUNK_LINE: usize = 4096;
+
+/// The most bytes of chunk extensions and trailer lines one body may carry, all chunks
+/// together. kes ignores both, and clients send none or a few bytes; without a bound of
+/// their own a client could keep a connection busy with them for the route's whole
+/// deadline. (Each chunk line is also bounded by [`MAX_CHUNK_LINE`], the trailer section
+/// by `MAX_HEAD`.)
+pub const MAX_CHUNK_EXTRA: usize = 64 * 1024;
 
 /// Optional white space around header values and before chunk extensions.
 fn trim_ows(s: &str) -> &str {
@@ -78,12 +88,15 @@ fn parse_length(value: &str) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkError {
     Malformed,
+    /// The decoded body is longer than the route's limit.
     TooLarge,
+    /// Extensions and trailers together exceed [`MAX_CHUNK_EXTRA`].
+    TooMuchExtra,
 }
 
 /// Decodes a complete chunked body at the start of `buf`. `Ok(None)` means more bytes
-/// are needed; `Ok(Some((body, used)))` the body and how many bytes it took. Bodies
-/// longer than `limit` are an error, checked before they are buffered.
+/// are needed; `Ok(Some((body, used)))` the body and how many bytes it took. Decoded
+/// bodies longer than `limit` are an error, checked before they are buffered.
 pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
     let mut body = Vec::new();
     let mut extra = 0;
@@ -95,8 +108,9 @@ pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize
 
 /// Decodes the complete chunks at the start of `buf` onto `body` (which holds what
 /// earlier calls decoded), so that a body arriving in many reads is parsed once, not
-/// again from its start after every read. `extra` counts the extension and trailer
-/// bytes used so far: they count toward `limit` with the data. Returns how many bytes
+/// again from its start after every read. The decoded body may hold at most `limit`
+/// bytes; `extra` counts the extension and trailer bytes used so far, which may add up
+/// to [`MAX_CHUNK_EXTRA`]. Returns how many bytes
 /// of `buf` were used (only whole chunks, and the last chunk with its trailers once it
 /// is complete) and whether the body is complete.
 pub fn decode_chunks(
@@ -111,9 +125,12 @@ pub fn decode_chunks(
             return Ok((pos, false));
         };
         let size = usize::try_from(line.size).map_err(|_| ChunkError::TooLarge)?;
-        let spent = body.len().saturating_add(*extra).saturating_add(line.ext);
-        if spent.saturating_add(size) > limit {
+        if body.len().saturating_add(size) > limit {
             return Err(ChunkError::TooLarge);
+        }
+        let spent = extra.saturating_add(line.ext);
+        if spent > MAX_CHUNK_EXTRA {
+            return Err(ChunkError::TooMuchExtra);
         }
         let data_start = pos + line.len;
         if size == 0 {
@@ -122,8 +139,8 @@ pub fn decode_chunks(
             };
             // The trailer lines count, not the empty line that ends them.
             let trailers = section - 2;
-            if spent.saturating_add(trailers) > limit {
-                return Err(ChunkError::TooLarge);
+            if spent.saturating_add(trailers) > MAX_CHUNK_EXTRA {
+                return Err(ChunkError::TooMuchExtra);
             }
             *extra += line.ext + trailers;
             return Ok((data_start + section, true));
@@ -372,22 +389,54 @@ mod tests {
     }
 
     #[test]
-    fn extensions_and_trailers_are_bounded_and_count_toward_the_limit() {
+    fn extensions_and_trailers_are_bounded_on_their_own() {
         // A chunk line that does not end within the line limit is refused, not buffered.
         let mut long = b"1;".to_vec();
         long.extend(std::iter::repeat_n(b'e', MAX_CHUNK_LINE));
         assert_eq!(decode_chunked(&long, 1 << 20), Err(ChunkError::Malformed));
         assert_eq!(decode_chunked(&long[..100], 1 << 20), Ok(None));
-        // Extension bytes count: 10 data bytes and a 94-byte extension make 104.
+        // The limit is the decoded body's: 10 data bytes behind a 94-byte extension fit
+        // a limit of 10, and not one of 9.
         let mut raw = b"a;".to_vec();
         raw.extend(std::iter::repeat_n(b'e', 93));
         raw.extend_from_slice(b"\r\n0123456789\r\n0\r\n\r\n");
-        assert_eq!(decode_chunked(&raw, 103), Err(ChunkError::TooLarge));
-        assert!(decode_chunked(&raw, 104).unwrap().is_some());
-        // And so do trailers.
+        assert_eq!(decode_chunked(&raw, 9), Err(ChunkError::TooLarge));
+        assert_eq!(decode_chunked(&raw, 10).unwrap().unwrap().0, b"0123456789");
+        // Trailers do not count toward it either.
         let raw = b"1\r\na\r\n0\r\nX-Trailer: 123456\r\n\r\n";
-        assert_eq!(decode_chunked(raw, 19), Err(ChunkError::TooLarge));
-        assert!(decode_chunked(raw, 20).unwrap().is_some());
+        assert_eq!(decode_chunked(raw, 1).unwrap().unwrap().0, b"a");
+        assert_eq!(decode_chunked(raw, 0), Err(ChunkError::TooLarge));
+        // Extensions and trailers together have a bound of their own: exactly
+        // MAX_CHUNK_EXTRA bytes of them pass, one more does not.
+        let with_extra = |extra: usize, trailer: usize| {
+            let mut raw = Vec::new();
+            let mut left = extra;
+            while left > 0 {
+                let ext = left.min(4000);
+                raw.extend_from_slice(b"1;");
+                raw.extend(std::iter::repeat_n(b'e', ext - 1));
+                raw.extend_from_slice(b"\r\nx\r\n");
+                left -= ext;
+            }
+            raw.extend_from_slice(b"0\r\n");
+            if trailer > 0 {
+                raw.extend_from_slice(b"X: ");
+                raw.extend(std::iter::repeat_n(b't', trailer - 5));
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"\r\n");
+            decode_chunked(&raw, 1 << 20)
+        };
+        assert!(with_extra(MAX_CHUNK_EXTRA, 0).unwrap().is_some());
+        assert_eq!(
+            with_extra(MAX_CHUNK_EXTRA + 1, 0),
+            Err(ChunkError::TooMuchExtra)
+        );
+        assert!(with_extra(MAX_CHUNK_EXTRA - 100, 100).unwrap().is_some());
+        assert_eq!(
+            with_extra(MAX_CHUNK_EXTRA - 100, 101),
+            Err(ChunkError::TooMuchExtra)
+        );
         // A trailer section over the head limit is refused, not buffered.
         let mut raw = b"0\r\nX: ".to_vec();
         raw.extend(std::iter::repeat_n(b'a', MAX_HEAD + 1));

@@ -54,6 +54,16 @@ impl Conn {
                         let response = Response::error(400, "malformed chunked request body");
                         return self.refuse(&response, Some(&pending.req), pending.started);
                     }
+                    Err(ChunkError::TooMuchExtra) => {
+                        let response = Response::error(
+                            400,
+                            &format!(
+                                "chunk extensions and trailers of the request body exceed {} bytes",
+                                http::MAX_CHUNK_EXTRA
+                            ),
+                        );
+                        return self.refuse(&response, Some(&pending.req), pending.started);
+                    }
                 }
             }
         }
