@@ -184,6 +184,8 @@ pub struct Gauges {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub keystore_latency: Option<Duration>,
+    /// The keystore's remote calls (CipherTrust), if it makes any.
+    pub keystore_calls: Option<crate::keystore::CallStatsSnapshot>,
 }
 
 impl Metrics {
@@ -369,7 +371,58 @@ impl Metrics {
                 latency.as_secs_f64(),
             );
         }
+        if let Some(calls) = &gauges.keystore_calls {
+            render_keystore_calls(&mut out, calls);
+        }
         out
+    }
+}
+
+/// The CipherTrust call histogram and error answers, per route (docs/metrics.md).
+fn render_keystore_calls(out: &mut String, calls: &crate::keystore::CallStatsSnapshot) {
+    use crate::keystore::CALL_BUCKETS;
+    if calls.routes.is_empty() {
+        return;
+    }
+    let name = "kes_ciphertrust_call_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time of each CipherTrust Manager call (each attempt of a retried call), by route.\n# TYPE {name} histogram"
+    );
+    for route in &calls.routes {
+        let label = route.route;
+        let mut cumulative = 0;
+        for (bound, n) in CALL_BUCKETS.iter().zip(&route.buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{label}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{route=\"{label}\",le=\"+Inf\"}} {}\n{name}_sum{{route=\"{label}\"}} {}\n{name}_count{{route=\"{label}\"}} {}",
+            route.count,
+            route.sum.as_secs_f64(),
+            route.count
+        );
+    }
+    if calls.routes.iter().all(|route| route.errors.is_empty()) {
+        return;
+    }
+    let name = "kes_ciphertrust_call_errors_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} CipherTrust Manager answers with status 400 to 599, and calls without an answer (status \"none\"), by route.\n# TYPE {name} counter"
+    );
+    for route in &calls.routes {
+        for (status, n) in &route.errors {
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{}\",status=\"{status}\"}} {n}",
+                route.route
+            );
+        }
     }
 }
 

@@ -31,6 +31,32 @@ pub struct ListPage {
     pub continue_at: Option<String>,
 }
 
+/// Upper bounds, in seconds, of the latency histogram of a backend's remote calls.
+pub const CALL_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What a backend that calls a remote service (CipherTrust) counted of its calls, per
+/// route, for `/v1/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CallStatsSnapshot {
+    pub routes: Vec<RouteCalls>,
+}
+
+/// One route's calls: each HTTP exchange, retries included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteCalls {
+    pub route: &'static str,
+    /// Exchanges per [`CALL_BUCKETS`] bucket (not cumulative); slower ones are only in
+    /// `count`.
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum: Duration,
+    /// Error answers by status (`"404"`, `"503"`, …), and `"none"` for exchanges that got
+    /// no answer (network, TLS, timeout).
+    pub errors: Vec<(String, u64)>,
+}
+
 /// Why a keystore operation failed. Messages never contain key material or credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyStoreError {
@@ -91,6 +117,11 @@ pub trait KeyStore: Send + Sync {
 
     /// Checks that the keystore is reachable and returns how long the check took.
     fn status(&self) -> Result<Duration, KeyStoreError>;
+
+    /// What the backend's remote calls took, if it makes any.
+    fn call_stats(&self) -> Option<CallStatsSnapshot> {
+        None
+    }
 
     // Resident master keys: keys that stay inside the keystore and are used through it
     // (CipherTrust with `master_keys: resident`). A name is resident when

@@ -4,8 +4,21 @@
 //! Like CipherTrust Manager: every version of a key is an object of its own (own id, same
 //! name); a lookup by name answers the newest; a delete by name removes the newest; an
 //! export of an unexportable key is refused. Encrypt and decrypt are real AES-256-GCM
-//! with a 12-byte IV the simulator picks, so a wrong AAD, version or tag fails. The crypto
-//! endpoints refuse requests without `Accept: application/json`.
+//! with a 12-byte IV the simulator picks, so a wrong AAD, version or tag fails (400
+//! `NCERRCryptoOperationFailed`). The crypto endpoints refuse requests without
+//! `Accept: application/json`. A listing filters by `name` (a pattern, as CipherTrust's).
+//!
+//! **Strict mode** accepts only the forms public clients proven against a live
+//! CipherTrust Manager use (docs/ciphertrust.md, fidelity table), and behaves as the
+//! evidence says where a lenient stand-in could hide a mistake:
+//! - decrypt is addressed by a version's id only (no `type`); by name it is refused;
+//! - a rotation is addressed by name (`/versions/?type=name`) only;
+//! - a lookup or listing by name also finds other object types of that name (secrets,
+//!   as "Opaque Object");
+//! - a delete by name removes the newest version only (as in both modes).
+//!
+//! [`CryptoQuirk`]s make it answer in other plausible ways, or refuse a form kes relies
+//! on, for the tests of kes's robustness and of `kes keystore check`.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -13,7 +26,24 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
+use std::collections::HashMap;
+
 use super::{Reply, Route, percent_decode};
+
+/// Other plausible CipherTrust answers, one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CryptoQuirk {
+    None,
+    /// A decrypt by name ignores `version` and uses the newest version (what kes must not
+    /// rely on: no public source shows the version honoured there).
+    NameDecryptIgnoresVersion,
+    /// Encrypt answers lack `version` (a form kes relies on fails).
+    EncryptWithoutVersion,
+    /// Encrypt refuses the `tag_len` field with 400.
+    RefuseTagLen,
+    /// A failed GCM check is answered 500 (still `NCERRCryptoOperationFailed`).
+    TagFailureAs500,
+}
 
 /// Answers a request on one of the key or crypto routes.
 pub fn dispatch(
@@ -22,7 +52,7 @@ pub fn dispatch(
     path: &str,
     query: &str,
     body: &[u8],
-    secret_exists: impl Fn(&str) -> bool,
+    secrets: &HashMap<String, u64>,
 ) -> Reply {
     let element = |suffix: &str| {
         let rest = path
@@ -36,11 +66,19 @@ pub fn dispatch(
                 .ok()
                 .and_then(|v| v["name"].as_str().map(str::to_string))
                 .unwrap_or_default();
-            create(keys, secret_exists(&name), body)
+            create(keys, secrets.contains_key(&name), body)
         }
-        Route::KeyGet => get(keys, &element(""), query),
-        Route::KeyList => list(keys, query),
-        Route::KeyVersion => new_version(keys, &element("/versions")),
+        Route::KeyGet => get(keys, &element(""), query, secrets),
+        Route::KeyList => list(keys, query, secrets),
+        Route::KeyVersion => {
+            let element = element("/versions/");
+            let element = if element.ends_with("/versions") {
+                element.trim_end_matches("/versions").to_string()
+            } else {
+                element
+            };
+            new_version(keys, &element, query)
+        }
         Route::KeyDelete => delete(keys, &element(""), query),
         Route::KeyExport => export(keys, &element("/export"), query),
         Route::Encrypt => encrypt(keys, body),
@@ -60,11 +98,24 @@ pub struct KeyObject {
     material: [u8; 32],
 }
 
-#[derive(Default)]
 pub struct Keys2 {
     /// In creation order.
     pub objects: Vec<KeyObject>,
     next_id: u64,
+    /// Only the proven forms (module docs).
+    pub strict: bool,
+    pub quirk: CryptoQuirk,
+}
+
+impl Default for Keys2 {
+    fn default() -> Self {
+        Keys2 {
+            objects: Vec::new(),
+            next_id: 0,
+            strict: false,
+            quirk: CryptoQuirk::None,
+        }
+    }
 }
 
 impl Keys2 {
@@ -88,8 +139,9 @@ impl Keys2 {
         self.next_id += 1;
         let mut material = [0u8; 32];
         getrandom::getrandom(&mut material).unwrap();
+        // Ids look like CipherTrust's: 64 hex digits.
         let object = KeyObject {
-            id: format!("key-{:08x}", self.next_id),
+            id: format!("{:056x}{:08x}", 0x5eed_u64, self.next_id),
             name: name.to_string(),
             version,
             unexportable,
@@ -110,6 +162,39 @@ fn by_name(query: &str) -> bool {
     query.split('&').any(|p| p == "type=name")
 }
 
+/// A query parameter's (percent-decoded) value.
+fn param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+        .map(percent_decode)
+}
+
+/// CipherTrust's name filter: a pattern with `*` and `?`.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some(b'*') => (0..=t.len()).any(|k| go(&p[1..], &t[k..])),
+            Some(b'?') => !t.is_empty() && go(&p[1..], &t[1..]),
+            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// A secret as a keys2 lookup or listing shows it in strict mode.
+fn describe_secret(name: &str, id: u64) -> Value {
+    json!({
+        "id": format!("{:056x}{id:08x}", 0x5ec_u64),
+        "name": name,
+        "version": 0,
+        "objectType": "Opaque Object",
+        "algorithm": "OPAQUE",
+        "state": "Active",
+    })
+}
+
 /// An error with CipherTrust's fields.
 pub fn error(status: u16, code: u32, desc: &str, message: &str) -> Reply {
     Reply::json(
@@ -123,6 +208,7 @@ fn describe(key: &KeyObject) -> Value {
         "id": key.id,
         "name": key.name,
         "version": key.version,
+        "objectType": "Symmetric Key",
         "algorithm": "AES",
         "size": 256,
         "usageMask": key.usage_mask,
@@ -161,31 +247,54 @@ fn create(keys: &mut Keys2, secret_exists: bool, body: &[u8]) -> Reply {
     Reply::json(201, describe(&key))
 }
 
-fn get(keys: &Keys2, element: &str, query: &str) -> Reply {
+fn get(keys: &Keys2, element: &str, query: &str, secrets: &HashMap<String, u64>) -> Reply {
     match keys.find(element, query) {
         Some(key) => Reply::json(200, describe(key)),
-        None => error(404, 5, "NCERRResourceNotFound", "key not found"),
+        None => match secrets.get(element) {
+            Some(&id) if keys.strict && by_name(query) => {
+                Reply::json(200, describe_secret(element, id))
+            }
+            _ => error(404, 5, "NCERRResourceNotFound", "key not found"),
+        },
     }
 }
 
-fn list(keys: &Keys2, query: &str) -> Reply {
+fn list(keys: &Keys2, query: &str, secrets: &HashMap<String, u64>) -> Reply {
     let (skip, limit) = super::paging(query);
-    let resources: Vec<Value> = keys
+    let filter = param(query, "name");
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name_matches(f, name));
+    let mut all: Vec<Value> = keys
         .objects
         .iter()
-        .skip(skip)
-        .take(limit)
+        .filter(|k| wanted(&k.name))
         .map(describe)
         .collect();
+    if keys.strict {
+        let mut names: Vec<(&String, &u64)> = secrets.iter().filter(|(n, _)| wanted(n)).collect();
+        names.sort();
+        all.extend(names.into_iter().map(|(name, &id)| describe_secret(name, id)));
+    }
+    let total = all.len();
+    let resources: Vec<Value> = all.into_iter().skip(skip).take(limit).collect();
+    // An empty listing has `resources: null`, as CipherTrust's may.
+    let resources = if total == 0 { Value::Null } else { Value::from(resources) };
     Reply::json(
         200,
-        json!({ "skip": skip, "limit": limit, "total": keys.objects.len(), "resources": resources }),
+        json!({ "skip": skip, "limit": limit, "total": total, "resources": resources }),
     )
 }
 
-/// `POST /api/v1/vault/keys2/{id}/versions`.
-fn new_version(keys: &mut Keys2, id: &str) -> Reply {
-    let Some(key) = keys.objects.iter().find(|k| k.id == id).cloned() else {
+/// `POST /api/v1/vault/keys2/{name}/versions/?type=name`, or (not in strict mode) by id.
+fn new_version(keys: &mut Keys2, element: &str, query: &str) -> Reply {
+    if keys.strict && !by_name(query) {
+        return error(
+            400,
+            3,
+            "NCERRBadRequest",
+            "strict stand-in: rotate by name (?type=name) only",
+        );
+    }
+    let Some(key) = keys.find(element, query).cloned() else {
         return error(404, 5, "NCERRResourceNotFound", "key not found");
     };
     let newest = keys.newest(&key.name).map_or(0, |k| k.version);
@@ -237,8 +346,9 @@ fn field(request: &Value, name: &str) -> Result<Vec<u8>, Reply> {
 fn crypto_key<'a>(
     keys: &'a Keys2,
     request: &Value,
-    version: Option<u32>,
+    decrypt: bool,
 ) -> Result<&'a KeyObject, Reply> {
+    let version = request["version"].as_u64().map(|v| v as u32);
     let Some(id) = request["id"].as_str() else {
         return Err(error(400, 3, "NCERRBadRequest", "id is required"));
     };
@@ -250,8 +360,18 @@ fn crypto_key<'a>(
             "only mode gcm is simulated",
         ));
     }
-    let key = if request["type"].as_str() == Some("name") {
+    let by_name = request["type"].as_str() == Some("name");
+    if keys.strict && decrypt && !request["type"].is_null() {
+        return Err(error(
+            400,
+            3,
+            "NCERRBadRequest",
+            "strict stand-in: decrypt by a version's id only, without type",
+        ));
+    }
+    let key = if by_name {
         match version {
+            Some(_) if keys.quirk == CryptoQuirk::NameDecryptIgnoresVersion => keys.newest(id),
             None => keys.newest(id),
             Some(v) => keys.objects.iter().find(|k| k.name == id && k.version == v),
         }
@@ -269,7 +389,7 @@ fn parse(body: &[u8]) -> Result<Value, Reply> {
 fn encrypt(keys: &Keys2, body: &[u8]) -> Reply {
     let run = || -> Result<Reply, Reply> {
         let request = parse(body)?;
-        let key = crypto_key(keys, &request, None)?;
+        let key = crypto_key(keys, &request, false)?;
         if key.usage_mask & 4 == 0 {
             return Err(error(
                 403,
@@ -277,6 +397,19 @@ fn encrypt(keys: &Keys2, body: &[u8]) -> Reply {
                 "NCERRKeyUsageNotAllowed",
                 "key may not encrypt",
             ));
+        }
+        if !request["tag_len"].is_null() {
+            if keys.quirk == CryptoQuirk::RefuseTagLen {
+                return Err(error(
+                    400,
+                    3,
+                    "NCERRInvalidParamValue",
+                    "unknown field tag_len",
+                ));
+            }
+            if request["tag_len"].as_u64() != Some(16) {
+                return Err(error(400, 3, "NCERRBadRequest", "only 16-byte tags are simulated"));
+            }
         }
         let plaintext = field(&request, "plaintext")?;
         let aad = field(&request, "aad")?;
@@ -293,17 +426,18 @@ fn encrypt(keys: &Keys2, body: &[u8]) -> Reply {
             )
             .unwrap();
         let (ciphertext, tag) = sealed.split_at(sealed.len() - 16);
-        Ok(Reply::json(
-            200,
-            json!({
-                "id": key.id,
-                "version": key.version,
-                "mode": "gcm",
-                "iv": B64.encode(iv),
-                "tag": B64.encode(tag),
-                "ciphertext": B64.encode(ciphertext),
-            }),
-        ))
+        let mut answer = json!({
+            "id": key.id,
+            "version": key.version,
+            "mode": "gcm",
+            "iv": B64.encode(iv),
+            "tag": B64.encode(tag),
+            "ciphertext": B64.encode(ciphertext),
+        });
+        if keys.quirk == CryptoQuirk::EncryptWithoutVersion {
+            answer.as_object_mut().unwrap().remove("version");
+        }
+        Ok(Reply::json(200, answer))
     };
     run().unwrap_or_else(|refusal| refusal)
 }
@@ -311,8 +445,7 @@ fn encrypt(keys: &Keys2, body: &[u8]) -> Reply {
 fn decrypt(keys: &Keys2, body: &[u8]) -> Reply {
     let run = || -> Result<Reply, Reply> {
         let request = parse(body)?;
-        let version = request["version"].as_u64().map(|v| v as u32);
-        let key = crypto_key(keys, &request, version)?;
+        let key = crypto_key(keys, &request, true)?;
         if key.usage_mask & 8 == 0 {
             return Err(error(
                 403,
@@ -338,11 +471,16 @@ fn decrypt(keys: &Keys2, body: &[u8]) -> Reply {
                 },
             )
             .map_err(|_| {
+                let status = if keys.quirk == CryptoQuirk::TagFailureAs500 {
+                    500
+                } else {
+                    400
+                };
                 error(
-                    400,
-                    3,
-                    "NCERRCryptoDecryptionFailed",
-                    "decryption failed: message authentication failed",
+                    status,
+                    106,
+                    "NCERRCryptoOperationFailed: Cryptographic operation failed in cipher operation",
+                    "AEAD decrypt final failed",
                 )
             })?;
         Ok(Reply::json(

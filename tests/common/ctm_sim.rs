@@ -16,7 +16,9 @@
 //!   listing quirks. Every request is counted per route.
 //!
 //! * Keys (`/api/v1/vault/keys2`), key versions and the crypto endpoints for resident
-//!   master keys live in `ctm_keys.rs`; exports of unexportable keys are refused.
+//!   master keys live in `ctm_keys.rs`; exports of unexportable keys are refused. Its
+//!   strict mode ([`CtmSim::set_strict`]) accepts only the forms proven against a live
+//!   CipherTrust Manager; [`CryptoQuirk`]s give other plausible answers.
 //!
 //! One thread per connection; HTTP/1.1 with keep-alive; requests parsed with `httparse`.
 
@@ -36,6 +38,9 @@ use serde_json::{Value, json};
 
 #[path = "ctm_keys.rs"]
 mod keys;
+
+#[allow(unused_imports)]
+pub use keys::CryptoQuirk;
 
 /// The refresh token the simulator accepts unless told otherwise.
 pub const REFRESH_TOKEN: &str = "sim-refresh-token-0123456789";
@@ -379,6 +384,23 @@ impl CtmSim {
             .collect()
     }
 
+    /// Strict mode: only the forms proven against a live CipherTrust (`ctm_keys.rs`).
+    pub fn set_strict(&self, strict: bool) {
+        lock(&self.inner.state).keys2.strict = strict;
+    }
+
+    pub fn set_crypto_quirk(&self, quirk: keys::CryptoQuirk) {
+        lock(&self.inner.state).keys2.quirk = quirk;
+    }
+
+    /// Deletes one version of key `name` behind the API's back.
+    pub fn remove_key_version(&self, name: &str, version: u32) {
+        lock(&self.inner.state)
+            .keys2
+            .objects
+            .retain(|k| k.name != name || k.version != version);
+    }
+
     /// Deletes every version of key `name` behind the API's back (as an administrator
     /// would in CM's console).
     pub fn remove_key(&self, name: &str) {
@@ -658,7 +680,11 @@ fn route_of(method: &str, path: &str) -> Route {
         ("POST", "/api/v1/crypto/decrypt") => Route::Decrypt,
         ("GET", _) if key_path.is_some_and(one_element) => Route::KeyGet,
         ("DELETE", _) if key_path.is_some_and(one_element) => Route::KeyDelete,
-        ("POST", _) if key_path.is_some_and(|r| r.ends_with("/versions")) => Route::KeyVersion,
+        ("POST", _)
+            if key_path.is_some_and(|r| r.ends_with("/versions") || r.ends_with("/versions/")) =>
+        {
+            Route::KeyVersion
+        }
         (_, _) if key_path.is_some_and(|r| r.ends_with("/export")) => Route::KeyExport,
         ("GET", _) if secret_path.is_some_and(one_element) => Route::SecretGet,
         ("POST", "/api/v1/auth/tokens" | "/api/v1/auth/tokens/") => Route::Token,
@@ -788,9 +814,7 @@ fn handle(
                 | Route::Encrypt
                 | Route::Decrypt => {
                     let state = &mut *state;
-                    let secrets = &state.by_name;
-                    let secret_exists = |name: &str| secrets.contains_key(name);
-                    keys::dispatch(&mut state.keys2, route, path, query, body, secret_exists)
+                    keys::dispatch(&mut state.keys2, route, path, query, body, &state.by_name)
                 }
                 _ => unreachable!(),
             }

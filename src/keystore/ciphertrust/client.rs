@@ -1,68 +1,35 @@
-//! The HTTP side of the CipherTrust keystore: one agent (kept-alive connections, resumed
-//! TLS sessions), calls with the API token, retries within a deadline, error answers.
+//! Calls with the API token: a data call carries the current token; a 401 gets a new
+//! token once and repeats the call. Error answers are described without any token in
+//! them.
 
-use std::borrow::Cow;
-use std::io::Read;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
-
-use super::token::TokenState;
+use super::stats::CmRoute;
+use super::token::Tokens;
+use super::transport::{Answer, Call, Method, Transport, TransportFailure};
 use crate::keystore::KeyStoreError;
-use crate::sync::lock;
-
-/// Time limit of one keystore operation, all retries included. Well below the server's
-/// 15 s route timeout, so that a request that waited for another's load of the same key
-/// (see `crate::cache`) still ends in time, with a proper error.
-pub const CALL_BUDGET: Duration = Duration::from_secs(10);
-
-/// TCP connect timeout, as the original's dialer (never more than what is left of the
-/// call's budget).
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Repetitions of a call after a temporary failure (ciphertrust.md §2).
-pub(super) const MAX_RETRIES: u32 = 2;
-
-/// Answer size limits (ciphertrust.md §3, §5, §7, §8).
-pub(super) const TOKEN_ANSWER_LIMIT: u64 = 1 << 20;
-pub(super) const OTHER_ANSWER_LIMIT: u64 = 1 << 20;
-
-/// Longest error text taken from a CipherTrust answer.
-pub(super) const MAX_ERROR_TEXT: usize = 300;
 
 /// What the store and its renewal thread share.
 pub(super) struct Shared {
-    pub(super) endpoint: String,
-    pub(super) agent: ureq::Agent,
-    pub(super) refresh_token: Zeroizing<String>,
-    pub(super) domain: String,
-    pub(super) retry: Duration,
-    pub(super) token: Mutex<TokenState>,
-    /// Signals changes of `token`: a token request ended, a caller wants a token, the store
-    /// closed. The renewal thread and callers waiting for a token request wait on it.
-    pub(super) token_event: Condvar,
+    pub(super) transport: Transport,
+    pub(super) tokens: Tokens,
 }
-
-/// The `Authorization` header value, `Bearer <jwt>`. Shared, not copied, between callers;
-/// wiped when the last user drops it.
-pub(super) type Bearer = Arc<Zeroizing<String>>;
 
 impl Shared {
     /// Makes a data call with the current API token; if CipherTrust answers 401, gets a
     /// new token once and repeats the call.
     pub(super) fn authorized(
         &self,
+        route: CmRoute,
         method: Method,
         url: &str,
         json: Option<&[u8]>,
         answer_limit: u64,
         deadline: Instant,
     ) -> Result<Answer, KeyStoreError> {
-        let (bearer, generation) = self.current_token()?;
+        let (bearer, generation) = self.tokens.current(&self.transport)?;
         let mut call = Call {
+            route,
             method,
             url,
             bearer: Some(&bearer),
@@ -71,6 +38,7 @@ impl Shared {
             any_answer_will_do: false,
         };
         let answer = self
+            .transport
             .send(&call, deadline)
             .map_err(|failure| self.transport_error(&failure))?;
         if answer.status != 401 {
@@ -78,13 +46,15 @@ impl Shared {
         }
         log::debug!(
             "CipherTrust Manager at {}: API token refused (401), getting a new one",
-            self.endpoint
+            self.transport.endpoint
         );
         let (bearer, _) = self
-            .renew(Some(generation), deadline)
+            .tokens
+            .renew(&self.transport, Some(generation), deadline)
             .map_err(|failure| failure.to_keystore_error())?;
         call.bearer = Some(&bearer);
-        self.send(&call, deadline)
+        self.transport
+            .send(&call, deadline)
             .map_err(|failure| self.transport_error(&failure))
     }
 
@@ -99,389 +69,39 @@ impl Shared {
         }
     }
 
-    /// Sends `call`, repeating it after temporary failures (ciphertrust.md §2) while the
-    /// deadline allows.
-    pub(super) fn send(
-        &self,
-        call: &Call<'_>,
-        deadline: Instant,
-    ) -> Result<Answer, TransportFailure> {
-        let mut may_have_been_applied = false;
-        let mut attempt = 0;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(TransportFailure::new(
-                    format!("no answer within {} s", CALL_BUDGET.as_secs()),
-                    true,
-                ));
-            }
-            let last_chance = attempt == MAX_RETRIES;
-            let failure = match self.attempt(call, remaining) {
-                Ok(mut answer) if answer.status < 500 || last_chance => {
-                    answer.may_have_been_applied = may_have_been_applied;
-                    return Ok(answer);
-                }
-                Ok(answer) => Ok(answer),
-                Err(failure) if failure.temporary && !last_chance => Err(failure),
-                Err(failure) if attempt == 0 => return Err(failure),
-                Err(failure) => return Err(failure.after_retries()),
-            };
-            // A 5xx, a timeout or a dropped connection: CipherTrust may have acted on the
-            // request anyway.
-            may_have_been_applied = true;
-            let pause = retry_pause();
-            if Instant::now() + pause >= deadline {
-                return match failure {
-                    Ok(mut answer) => {
-                        answer.may_have_been_applied = true;
-                        Ok(answer)
-                    }
-                    Err(failure) => Err(failure.after_retries()),
-                };
-            }
-            thread::sleep(pause);
-            attempt += 1;
-        }
-    }
-
-    /// One HTTP exchange, its answer read completely.
-    pub(super) fn attempt(
-        &self,
-        call: &Call<'_>,
-        remaining: Duration,
-    ) -> Result<Answer, TransportFailure> {
-        fn authorize<B>(
-            request: ureq::RequestBuilder<B>,
-            bearer: Option<&Bearer>,
-        ) -> ureq::RequestBuilder<B> {
-            // CipherTrust's crypto endpoints refuse requests that do not ask for JSON.
-            let request = request.header("Accept", "application/json");
-            match bearer {
-                Some(bearer) => request.header("Authorization", bearer.as_str()),
-                None => request,
-            }
-        }
-        let connect = remaining.min(CONNECT_TIMEOUT);
-        let sent = match call.method {
-            Method::Get => authorize(self.agent.get(call.url), call.bearer)
-                .config()
-                .timeout_global(Some(remaining))
-                .timeout_connect(Some(connect))
-                .build()
-                .call(),
-            Method::Delete => authorize(self.agent.delete(call.url), call.bearer)
-                .config()
-                .timeout_global(Some(remaining))
-                .timeout_connect(Some(connect))
-                .build()
-                .call(),
-            Method::Post => {
-                let request = authorize(self.agent.post(call.url), call.bearer)
-                    .config()
-                    .timeout_global(Some(remaining))
-                    .timeout_connect(Some(connect))
-                    .build();
-                match call.json {
-                    Some(json) => request
-                        .header("Content-Type", "application/json")
-                        .send(json),
-                    None => request.send_empty(),
-                }
-            }
-        };
-        let mut response = sent.map_err(TransportFailure::from_ureq)?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = match read_answer(response.body_mut(), call.answer_limit) {
-            Ok(body) => body,
-            Err(_) if call.any_answer_will_do => Zeroizing::new(Vec::new()),
-            Err(err) => return Err(TransportFailure::from_io(&err)),
-        };
-        Ok(Answer {
-            status,
-            content_type,
-            body,
-            may_have_been_applied: false,
-        })
-    }
-
     /// Describes an error answer (ciphertrust.md §8), without any token in it.
     pub(super) fn explain(&self, answer: &Answer) -> String {
-        let status = ureq::http::StatusCode::from_u16(answer.status)
-            .ok()
-            .and_then(|code| code.canonical_reason())
-            .map_or_else(
-                || answer.status.to_string(),
-                |reason| format!("{} {reason}", answer.status),
-            );
-        let text = if answer
-            .content_type
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            match serde_json::from_slice::<ErrorAnswer>(&answer.body) {
-                Ok(ErrorAnswer { code, code_desc }) => {
-                    let desc = code_desc.unwrap_or_default();
-                    match code {
-                        Some(code) => format!("{status}: {} ({code})", desc.trim()),
-                        None => format!("{status}: {}", desc.trim()),
-                    }
-                }
-                Err(err) => format!("{status}: failed to parse server response: {err}"),
-            }
-        } else {
-            let body = String::from_utf8_lossy(&answer.body);
-            match body.trim() {
-                "" => status,
-                text => format!("{status}: {text}"),
-            }
-        };
-        truncate(&self.scrub(text), MAX_ERROR_TEXT).into_owned()
+        self.tokens.explain(answer)
     }
 
-    /// Replaces any token in `text` (should CipherTrust ever echo one) by a placeholder.
-    pub(super) fn scrub(&self, mut text: String) -> String {
-        let bearer = lock(&self.token).bearer.clone();
-        let jwt = bearer
-            .as_deref()
-            .map(|b| b.trim_start_matches("Bearer ").to_owned())
-            .map(Zeroizing::new);
-        for secret in [
-            Some(self.refresh_token.as_str()),
-            jwt.as_deref().map(String::as_str),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if secret.len() >= 8 && text.contains(secret) {
-                text = text.replace(secret, "<redacted>");
-            }
+    /// CipherTrust's error answer to a `route` call as a keystore error; `what` says what
+    /// kes tried ("could not encrypt with key 'k'").
+    ///
+    /// A refused token or permission (401 after a fresh token, 403) is a configuration
+    /// problem: the message names the call and the permission its user needs, for the
+    /// error log (clients get a generic server error). A 5xx that survived the retries is
+    /// an outage (`Unreachable`), as a dropped connection is.
+    pub(super) fn refusal(&self, route: CmRoute, what: &str, answer: &Answer) -> KeyStoreError {
+        let explained = self.explain(answer);
+        match answer.status {
+            401 | 403 => KeyStoreError::Other(format!(
+                "CipherTrust Manager {what}: {} answered {explained}; its user needs {} \
+                 (docs/ciphertrust.md, \"Permissions\")",
+                route.request_line(),
+                route.permission()
+            )),
+            500.. => KeyStoreError::Unreachable(
+                self.unreachable(&format!("{} answered {explained}", route.request_line())),
+            ),
+            _ => KeyStoreError::Other(format!("CipherTrust Manager {what}: {explained}")),
         }
-        text
     }
 
     pub(super) fn unreachable(&self, msg: &str) -> String {
-        format!("CipherTrust Manager at {}: {msg}", self.endpoint)
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Method {
-    Get,
-    Post,
-    Delete,
-}
-
-/// One request to CipherTrust.
-pub(super) struct Call<'a> {
-    pub(super) method: Method,
-    pub(super) url: &'a str,
-    pub(super) bearer: Option<&'a Bearer>,
-    pub(super) json: Option<&'a [u8]>,
-    pub(super) answer_limit: u64,
-    /// The status probe: any answer counts, even one whose body cannot be read.
-    pub(super) any_answer_will_do: bool,
-}
-
-/// CipherTrust's answer, body read (it may hold key material, so it is wiped on drop).
-pub(super) struct Answer {
-    pub(super) status: u16,
-    pub(super) content_type: String,
-    pub(super) body: Zeroizing<Vec<u8>>,
-    /// An earlier attempt of the same call failed in a way that does not rule out that
-    /// CipherTrust carried it out.
-    pub(super) may_have_been_applied: bool,
-}
-
-pub(super) struct TransportFailure {
-    pub(super) message: String,
-    /// Worth repeating: a timeout or a connection dropped mid-way (ciphertrust.md §2).
-    pub(super) temporary: bool,
-    /// The server's certificate is not trusted: a configuration problem, not an outage.
-    pub(super) untrusted: bool,
-}
-
-impl TransportFailure {
-    pub(super) fn new(message: String, temporary: bool) -> Self {
-        Self {
-            message,
-            temporary,
-            untrusted: false,
-        }
+        self.transport.unreachable(msg)
     }
 
-    pub(super) fn after_retries(mut self) -> Self {
-        self.message = format!("temporary network error: {}", self.message);
-        self
-    }
-
-    pub(super) fn from_ureq(err: ureq::Error) -> Self {
-        match err {
-            ureq::Error::Io(io) => Self::from_io(&io),
-            ureq::Error::Timeout(which) => Self::new(format!("timed out ({which})"), true),
-            ureq::Error::HostNotFound => Self::new("host name not found".into(), false),
-            ureq::Error::ConnectionFailed => Self::new("connection failed".into(), false),
-            ureq::Error::Rustls(tls) => {
-                use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-                let hint = match &tls {
-                    rustls::Error::InvalidCertificate(
-                        NotValidForName | NotValidForNameContext { .. },
-                    ) => {
-                        "the certificate must name the endpoint's host in its Subject Alternative \
-                         Names (a Common Name alone is not accepted); issue CipherTrust Manager a \
-                         certificate with that name or address, or use an endpoint it names"
-                    }
-                    _ => "check tls.ca (the CA that issued CipherTrust Manager's certificate)",
-                };
-                Self {
-                    untrusted: matches!(tls, rustls::Error::InvalidCertificate(_)),
-                    ..Self::new(format!("TLS failed: {tls}; {hint}"), false)
-                }
-            }
-            ureq::Error::Tls(tls) => Self::new(format!("TLS failed: {tls}"), false),
-            other => Self::new(other.to_string(), false),
-        }
-    }
-
-    pub(super) fn from_io(err: &std::io::Error) -> Self {
-        use std::io::ErrorKind::*;
-        // rustls reports handshake failures as I/O errors wrapping its own error.
-        if let Some(tls) = err
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Self::from_ureq(ureq::Error::Rustls(tls.clone()));
-        }
-        let temporary = matches!(
-            err.kind(),
-            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut
-        );
-        Self::new(err.to_string(), temporary)
-    }
-}
-
-#[derive(Deserialize)]
-pub(super) struct ErrorAnswer {
-    #[serde(default)]
-    pub(super) code: Option<i64>,
-    #[serde(default, rename = "codeDesc")]
-    pub(super) code_desc: Option<String>,
-}
-
-/// Serializes a request body into a wiped buffer, sized up front so that growing it
-/// never leaves copies of the secrets inside behind.
-pub(super) fn json_body<T: Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
-    let mut probe = Zeroizing::new(Vec::new());
-    let mut counter = CountingWriter(0);
-    // Serializing these plain structs cannot fail.
-    let _ = serde_json::to_writer(&mut counter, value);
-    probe.reserve_exact(counter.0);
-    let _ = serde_json::to_writer(&mut *probe, value);
-    probe
-}
-
-pub(super) struct CountingWriter(usize);
-
-impl std::io::Write for CountingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Reads an answer body of at most `limit` bytes into a wiped buffer; the buffer is grown
-/// by hand so that no unwiped copy of key material is left behind by a reallocation.
-pub(super) fn read_answer(
-    body: &mut ureq::Body,
-    limit: u64,
-) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    let expected = body.content_length().unwrap_or(0).min(limit) as usize;
-    let mut out = Zeroizing::new(Vec::with_capacity(expected.max(512)));
-    let mut reader = body.with_config().limit(limit).reader();
-    let mut chunk = Zeroizing::new([0u8; 8192]);
-    loop {
-        let n = match reader.read(&mut chunk[..]) {
-            Ok(0) => return Ok(out),
-            Ok(n) => n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        if out.len() + n > out.capacity() {
-            let mut bigger =
-                Zeroizing::new(Vec::with_capacity((out.capacity() * 2).max(out.len() + n)));
-            bigger.extend_from_slice(&out);
-            out = bigger;
-        }
-        out.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters. Valid KES key names pass
-/// unchanged; anything else cannot escape the path segment.
-pub(super) fn encode_path_segment(name: &str) -> Cow<'_, str> {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-    if name.bytes().all(plain) {
-        return Cow::Borrowed(name);
-    }
-    let mut out = String::with_capacity(name.len() * 3);
-    for b in name.bytes() {
-        if plain(b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// 200 ms plus up to 800 ms at random, so that many clients retrying do not stay in step.
-pub(super) fn retry_pause() -> Duration {
-    let mut bytes = [0u8; 4];
-    let jitter = match getrandom::getrandom(&mut bytes) {
-        Ok(()) => u32::from_le_bytes(bytes) % 800,
-        Err(_) => 400,
-    };
-    Duration::from_millis(200 + u64::from(jitter))
-}
-
-pub(super) fn truncate(text: &str, max_chars: usize) -> Cow<'_, str> {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
-        None => Cow::Borrowed(text),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_path_safe() {
-        assert_eq!(encode_path_segment("my-key_1.v2"), "my-key_1.v2");
-        assert_eq!(encode_path_segment("a/b?c"), "a%2Fb%3Fc");
-    }
-
-    #[test]
-    fn retry_pause_is_in_range() {
-        for _ in 0..100 {
-            let pause = retry_pause();
-            assert!(pause >= Duration::from_millis(200) && pause < Duration::from_millis(1000));
-        }
-    }
-
-    #[test]
-    fn truncation_marks_the_cut() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("abcdef", 3), "abc…");
+    pub(super) fn endpoint(&self) -> &str {
+        &self.transport.endpoint
     }
 }

@@ -41,24 +41,33 @@
 //! make internally (header values, socket buffers) are outside our control.
 
 mod client;
+mod crypto;
 mod keys2;
+mod paging;
 mod secrets;
+mod stats;
 mod token;
+mod transport;
 mod trust;
+mod versions;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-pub use self::client::CALL_BUDGET;
-use self::client::{Call, Method, OTHER_ANSWER_LIMIT, Shared};
-use self::token::{AuthFailure, FIRST_TOKEN_BACKOFF, TokenState, renewal_loop};
+use self::client::Shared;
+use self::stats::{CallStats, CmRoute};
+use self::token::{AuthFailure, Tokens, renewal_loop};
+pub use self::transport::CALL_BUDGET;
+use self::transport::{Call, Method, OTHER_ANSWER_LIMIT, Transport};
 use self::trust::{build_agent, normalize_endpoint};
-use super::{KeyStore, KeyStoreError, ListPage, Sealed, StoredValue, page_of};
+use self::versions::VersionIds;
+use super::{CallStatsSnapshot, KeyStore, KeyStoreError, ListPage, Sealed, StoredValue, page_of};
 use crate::sync::lock;
 
 /// Pause between failed token renewals when the configuration does not say (as the original).
@@ -120,12 +129,16 @@ impl fmt::Debug for CipherTrustConfig {
 pub struct CipherTrust {
     shared: Arc<Shared>,
     resident: bool,
+    /// The id of each resident key version seen (decrypts address versions by id).
+    versions: VersionIds,
+    /// CipherTrust refused the GCM tag length field once: encrypts go without it.
+    omit_tag_len: AtomicBool,
 }
 
 impl fmt::Debug for CipherTrust {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CipherTrust")
-            .field("endpoint", &self.shared.endpoint)
+            .field("endpoint", &self.shared.endpoint())
             .finish_non_exhaustive()
     }
 }
@@ -146,34 +159,28 @@ impl CipherTrust {
             );
         }
         let agent = build_agent(&cfg)?;
-        let now = Instant::now();
+        let retry = if cfg.retry.is_zero() {
+            DEFAULT_RETRY
+        } else {
+            cfg.retry
+        };
         let shared = Arc::new(Shared {
-            endpoint,
-            agent,
-            refresh_token: cfg.refresh_token,
-            domain: cfg.domain,
-            retry: if cfg.retry.is_zero() {
-                DEFAULT_RETRY
-            } else {
-                cfg.retry
+            transport: Transport {
+                endpoint,
+                agent,
+                stats: CallStats::default(),
             },
-            token: Mutex::new(TokenState {
-                bearer: None,
-                generation: 0,
-                problem: None,
-                next_attempt: now,
-                backoff: FIRST_TOKEN_BACKOFF,
-                last_attempt: None,
-                requesting: false,
-                attempts: 0,
-                wanted: false,
-                closed: false,
-            }),
-            token_event: Condvar::new(),
+            tokens: Tokens::new(cfg.refresh_token, cfg.domain, retry),
         });
 
-        match shared.renew(None, Instant::now() + CALL_BUDGET) {
-            Ok(_) => log::info!("CipherTrust Manager at {}: authenticated", shared.endpoint),
+        match shared
+            .tokens
+            .renew(&shared.transport, None, Instant::now() + CALL_BUDGET)
+        {
+            Ok(_) => log::info!(
+                "CipherTrust Manager at {}: authenticated",
+                shared.endpoint()
+            ),
             Err(AuthFailure::Refused(msg)) => return Err(KeyStoreError::Other(msg)),
             Err(AuthFailure::Unavailable(msg)) => log::warn!(
                 "{msg}; starting anyway: key operations fail until a token is obtained, \
@@ -184,7 +191,7 @@ impl CipherTrust {
         let for_thread = Arc::clone(&shared);
         thread::Builder::new()
             .name("kes-ctm-token".into())
-            .spawn(move || renewal_loop(&for_thread))
+            .spawn(move || renewal_loop(&for_thread.transport, &for_thread.tokens))
             .map_err(|err| {
                 KeyStoreError::Other(format!(
                     "cannot start the CipherTrust token renewal thread: {err}"
@@ -193,6 +200,8 @@ impl CipherTrust {
         Ok(CipherTrust {
             shared,
             resident: cfg.resident,
+            versions: VersionIds::default(),
+            omit_tag_len: AtomicBool::new(false),
         })
     }
 }
@@ -213,14 +222,14 @@ impl Drop for CipherTrust {
     fn drop(&mut self) {
         // The renewal thread sees this at its next wake-up (at once unless it is inside a
         // token request) and ends; it is not joined, so dropping never blocks.
-        lock(&self.shared.token).closed = true;
-        self.shared.token_event.notify_all();
+        lock(&self.shared.tokens.state).closed = true;
+        self.shared.tokens.event.notify_all();
     }
 }
 
 impl KeyStore for CipherTrust {
     fn describe(&self) -> String {
-        format!("ciphertrust:{}", self.shared.endpoint)
+        format!("ciphertrust:{}", self.shared.endpoint())
     }
 
     fn create(&self, name: &str, value: &[u8]) -> Result<(), KeyStoreError> {
@@ -248,8 +257,8 @@ impl KeyStore for CipherTrust {
             return self.list_secrets(prefix, start, limit);
         }
         let deadline = Instant::now() + CALL_BUDGET;
-        let mut names = self.all_names("keys2", deadline)?;
-        names.extend(self.all_names("secrets", deadline)?);
+        let mut names = self.all_key_names(deadline)?;
+        names.extend(self.all_secret_names(deadline)?);
         names.sort_unstable();
         names.dedup();
         Ok(page_of(&names, prefix, start, limit))
@@ -263,8 +272,8 @@ impl KeyStore for CipherTrust {
         if !self.resident {
             return Ok(None);
         }
-        let info = self.lookup_key(name, Instant::now() + CALL_BUDGET)?;
-        Ok(info.map(|info| info.version))
+        let object = self.lookup_key(name, Instant::now() + CALL_BUDGET)?;
+        Ok(object.and_then(|object| object.version))
     }
 
     fn create_resident(&self, name: &str) -> Result<u32, KeyStoreError> {
@@ -294,7 +303,7 @@ impl KeyStore for CipherTrust {
 
     fn status(&self) -> Result<Duration, KeyStoreError> {
         let tokenless = {
-            let state = lock(&self.shared.token);
+            let state = lock(&self.shared.tokens.state);
             if let Some(AuthFailure::Refused(msg)) = &state.problem {
                 return Err(KeyStoreError::Other(msg.clone()));
             }
@@ -302,14 +311,15 @@ impl KeyStore for CipherTrust {
         };
         let started = Instant::now();
         let probe = Call {
+            route: CmRoute::Probe,
             method: Method::Get,
-            url: &self.shared.endpoint,
+            url: self.shared.endpoint(),
             bearer: None,
             json: None,
             answer_limit: OTHER_ANSWER_LIMIT,
             any_answer_will_do: true,
         };
-        if let Err(failure) = self.shared.send(&probe, started + CALL_BUDGET) {
+        if let Err(failure) = self.shared.transport.send(&probe, started + CALL_BUDGET) {
             return Err(KeyStoreError::Unreachable(
                 self.shared.unreachable(&failure.message),
             ));
@@ -319,10 +329,19 @@ impl KeyStore for CipherTrust {
             // started): get one now, so that "ready" means key operations work, and a
             // refused refresh token shows here rather than at the next key request.
             self.shared
-                .renew(Some(generation), started + CALL_BUDGET)
+                .tokens
+                .renew(
+                    &self.shared.transport,
+                    Some(generation),
+                    started + CALL_BUDGET,
+                )
                 .map_err(|failure| failure.to_keystore_error())?;
         }
         Ok(started.elapsed())
+    }
+
+    fn call_stats(&self) -> Option<CallStatsSnapshot> {
+        Some(self.shared.transport.stats.snapshot())
     }
 }
 

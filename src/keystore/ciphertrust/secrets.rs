@@ -8,14 +8,11 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::CipherTrust;
-use super::client::{CALL_BUDGET, Method, OTHER_ANSWER_LIMIT, encode_path_segment, json_body};
+use super::stats::CmRoute;
+use super::transport::{CALL_BUDGET, Method, OTHER_ANSWER_LIMIT, encode_path_segment, json_body};
 use crate::keystore::{KeyStoreError, ListPage, StoredValue, page_of};
 
-/// Secrets per list request, as the original.
-pub(super) const LIST_PAGE_SIZE: usize = 200;
-
 pub(super) const EXPORT_ANSWER_LIMIT: u64 = 2 << 20;
-pub(super) const LIST_ANSWER_LIMIT: u64 = 32 << 20;
 
 impl CipherTrust {
     /// Reads secret `name` (ciphertrust.md §5) within `deadline`.
@@ -25,9 +22,14 @@ impl CipherTrust {
         deadline: Instant,
     ) -> Result<StoredValue, KeyStoreError> {
         let url = self.secret_url(name, "/export?type=name");
-        let answer =
-            self.shared
-                .authorized(Method::Post, &url, None, EXPORT_ANSWER_LIMIT, deadline)?;
+        let answer = self.shared.authorized(
+            CmRoute::SecretExport,
+            Method::Post,
+            &url,
+            None,
+            EXPORT_ANSWER_LIMIT,
+            deadline,
+        )?;
         match answer.status {
             200 => {
                 let unusable = |why: String| {
@@ -58,7 +60,7 @@ impl CipherTrust {
     pub(super) fn secret_url(&self, name: &str, suffix: &str) -> String {
         format!(
             "{}/api/v1/vault/secrets/{}{suffix}",
-            self.shared.endpoint,
+            self.shared.endpoint(),
             encode_path_segment(name)
         )
     }
@@ -76,8 +78,9 @@ impl CipherTrust {
             name,
         });
         let deadline = Instant::now() + CALL_BUDGET;
-        let url = format!("{}/api/v1/vault/secrets", self.shared.endpoint);
+        let url = format!("{}/api/v1/vault/secrets", self.shared.endpoint());
         let answer = self.shared.authorized(
+            CmRoute::SecretCreate,
             Method::Post,
             &url,
             Some(&body),
@@ -106,9 +109,14 @@ impl CipherTrust {
     pub(super) fn delete_secret(&self, name: &str) -> Result<(), KeyStoreError> {
         let deadline = Instant::now() + CALL_BUDGET;
         let url = self.secret_url(name, "?type=name");
-        let answer =
-            self.shared
-                .authorized(Method::Delete, &url, None, OTHER_ANSWER_LIMIT, deadline)?;
+        let answer = self.shared.authorized(
+            CmRoute::SecretDelete,
+            Method::Delete,
+            &url,
+            None,
+            OTHER_ANSWER_LIMIT,
+            deadline,
+        )?;
         match answer.status {
             // CipherTrust also answers 404 when the caller may not see the secret, so a 404
             // cannot be told from "already gone"; like the original, count it as deleted.
@@ -127,70 +135,20 @@ impl CipherTrust {
         start: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, KeyStoreError> {
-        let names = self.all_names("secrets", Instant::now() + CALL_BUDGET)?;
+        let names = self.all_secret_names(Instant::now() + CALL_BUDGET)?;
         Ok(page_of(&names, prefix, start, limit))
     }
 
-    /// Every name in `/api/v1/vault/{collection}` (`secrets` or `keys2`), sorted, each
-    /// once, read page by page within `deadline`.
-    pub(super) fn all_names(
-        &self,
-        collection: &str,
-        deadline: Instant,
-    ) -> Result<Vec<String>, KeyStoreError> {
-        let noun = if collection == "secrets" {
-            "secrets"
-        } else {
-            "keys"
-        };
-        let mut names = Vec::new();
-        let mut skip: u64 = 0;
-        loop {
-            let url = format!(
-                "{}/api/v1/vault/{collection}?limit={LIST_PAGE_SIZE}&skip={skip}",
-                self.shared.endpoint
-            );
-            let answer =
-                self.shared
-                    .authorized(Method::Get, &url, None, LIST_ANSWER_LIMIT, deadline)?;
-            if answer.status != 200 {
-                return Err(KeyStoreError::Other(format!(
-                    "CipherTrust Manager could not list keys: {}",
-                    self.shared.explain(&answer)
-                )));
-            }
-            let page: SecretPage = serde_json::from_slice(&answer.body).map_err(|err| {
-                KeyStoreError::Other(format!(
-                    "CipherTrust Manager sent an unusable list of {noun}: {err}"
-                ))
-            })?;
-            if page.skip != skip {
-                return Err(KeyStoreError::Other(format!(
-                    "CipherTrust Manager's listing is out of step: asked to skip {skip} {noun}, it skipped {}; try again",
-                    page.skip
-                )));
-            }
-            let received = page.resources.len() as u64;
-            names.extend(
-                page.resources
-                    .into_iter()
-                    .map(|r| r.name)
-                    .filter(|name| !name.is_empty()),
-            );
-            skip += received;
-            if skip >= page.total {
-                break;
-            }
-            if received == 0 {
-                // Asking again would get the same empty page forever.
-                return Err(KeyStoreError::Other(format!(
-                    "CipherTrust Manager returned an empty page after {skip} of {} {noun}; the listing cannot advance, try again",
-                    page.total
-                )));
-            }
-        }
-        // Names created or deleted while we paged can shift a name onto two pages, and
-        // CipherTrust lists each version of a key as an entry of its own.
+    /// Every secret name, sorted, each once.
+    pub(super) fn all_secret_names(&self, deadline: Instant) -> Result<Vec<String>, KeyStoreError> {
+        let entries: Vec<SecretName> =
+            self.list_all(CmRoute::SecretList, "secrets", "", "secrets", deadline)?;
+        let mut names: Vec<String> = entries
+            .into_iter()
+            .map(|entry| entry.name)
+            .filter(|name| !name.is_empty())
+            .collect();
+        // Names created or deleted while we paged can shift a name onto two pages.
         names.sort_unstable();
         names.dedup();
         Ok(names)
@@ -212,16 +170,6 @@ pub(super) struct ExportedSecret<'a> {
 }
 
 #[derive(Deserialize)]
-pub(super) struct SecretPage {
-    #[serde(default)]
-    pub(super) skip: u64,
-    #[serde(default)]
-    pub(super) total: u64,
-    #[serde(default)]
-    pub(super) resources: Vec<SecretName>,
-}
-
-#[derive(Deserialize)]
 pub(super) struct SecretName {
     #[serde(default)]
     pub(super) name: String,
@@ -230,7 +178,7 @@ pub(super) struct SecretName {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keystore::ciphertrust::client::json_body;
+    use crate::keystore::ciphertrust::transport::json_body;
 
     #[test]
     fn secret_body_has_the_original_field_order() {

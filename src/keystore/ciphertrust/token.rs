@@ -3,14 +3,16 @@
 //! `ciphertrust`).
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::client::{
-    Bearer, CALL_BUDGET, Call, Method, Shared, TOKEN_ANSWER_LIMIT, json_body, truncate,
+use super::stats::CmRoute;
+use super::transport::{
+    Bearer, CALL_BUDGET, Call, MAX_ERROR_TEXT, Method, TOKEN_ANSWER_LIMIT, Transport, json_body,
+    truncate,
 };
 use crate::keystore::KeyStoreError;
 use crate::sync::lock;
@@ -21,6 +23,18 @@ pub(super) const MAX_FIRST_TOKEN_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How often callers waiting for a first token may trigger a token request.
 pub(super) const MIN_DEMANDED_ATTEMPT_SPACING: Duration = Duration::from_secs(1);
+
+/// The refresh token and the API token made from it.
+pub(super) struct Tokens {
+    pub(super) refresh_token: Zeroizing<String>,
+    pub(super) domain: String,
+    /// Pause after a failed renewal.
+    pub(super) retry: Duration,
+    pub(super) state: Mutex<TokenState>,
+    /// Signals changes of `state`: a token request ended, a caller wants a token, the store
+    /// closed. The renewal thread and callers waiting for a token request wait on it.
+    pub(super) event: Condvar,
+}
 
 pub(super) struct TokenState {
     pub(super) bearer: Option<Bearer>,
@@ -68,15 +82,37 @@ impl AuthFailure {
     }
 }
 
-impl Shared {
+impl Tokens {
+    /// A store's tokens before the first token request.
+    pub(super) fn new(refresh_token: Zeroizing<String>, domain: String, retry: Duration) -> Tokens {
+        Tokens {
+            refresh_token,
+            domain,
+            retry,
+            state: Mutex::new(TokenState {
+                bearer: None,
+                generation: 0,
+                problem: None,
+                next_attempt: Instant::now(),
+                backoff: FIRST_TOKEN_BACKOFF,
+                last_attempt: None,
+                requesting: false,
+                attempts: 0,
+                wanted: false,
+                closed: false,
+            }),
+            event: Condvar::new(),
+        }
+    }
+
     /// The token to use now, or why there is none.
-    pub(super) fn current_token(&self) -> Result<(Bearer, u64), KeyStoreError> {
-        let mut state = lock(&self.token);
+    pub(super) fn current(&self, transport: &Transport) -> Result<(Bearer, u64), KeyStoreError> {
+        let mut state = lock(&self.state);
         if let Some(bearer) = &state.bearer {
             return Ok((Arc::clone(bearer), state.generation));
         }
         state.wanted = true;
-        self.token_event.notify_all();
+        self.event.notify_all();
         Err(match &state.problem {
             Some(AuthFailure::Refused(msg)) => KeyStoreError::Other(msg.clone()),
             Some(AuthFailure::Unavailable(msg)) => KeyStoreError::Unreachable(format!(
@@ -84,7 +120,7 @@ impl Shared {
             )),
             None => KeyStoreError::Unreachable(format!(
                 "no API token from CipherTrust Manager at {} yet; still trying",
-                self.endpoint
+                transport.endpoint
             )),
         })
     }
@@ -98,10 +134,11 @@ impl Shared {
     /// request.
     pub(super) fn renew(
         &self,
+        transport: &Transport,
         seen: Option<u64>,
         deadline: Instant,
     ) -> Result<(Bearer, u64), AuthFailure> {
-        let mut state = lock(&self.token);
+        let mut state = lock(&self.state);
         let mut waited_for = None;
         loop {
             if let (Some(seen), Some(bearer)) = (seen, &state.bearer) {
@@ -121,13 +158,13 @@ impl Shared {
             waited_for = Some(state.attempts);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(AuthFailure::Unavailable(self.unreachable(&format!(
+                return Err(AuthFailure::Unavailable(transport.unreachable(&format!(
                     "no API token within {} s",
                     CALL_BUDGET.as_secs()
                 ))));
             }
             state = self
-                .token_event
+                .event
                 .wait_timeout(state, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -137,10 +174,10 @@ impl Shared {
         state.last_attempt = Some(Instant::now());
         drop(state);
 
-        let outcome = self.request_token(deadline);
+        let outcome = self.request(transport, deadline);
 
         let now = Instant::now();
-        let mut state = lock(&self.token);
+        let mut state = lock(&self.state);
         state.requesting = false;
         state.attempts += 1;
         let result = match outcome {
@@ -165,13 +202,14 @@ impl Shared {
             }
         };
         drop(state);
-        self.token_event.notify_all();
+        self.event.notify_all();
         result
     }
 
     /// One token request (ciphertrust.md §3), with the usual retries.
-    pub(super) fn request_token(
+    pub(super) fn request(
         &self,
+        transport: &Transport,
         deadline: Instant,
     ) -> Result<(Bearer, Duration), AuthFailure> {
         let body = json_body(&TokenRequest {
@@ -179,8 +217,9 @@ impl Shared {
             refresh_token: &self.refresh_token,
             domain: &self.domain,
         });
-        let url = format!("{}/api/v1/auth/tokens", self.endpoint);
+        let url = format!("{}/api/v1/auth/tokens", transport.endpoint);
         let call = Call {
+            route: CmRoute::Token,
             method: Method::Post,
             url: &url,
             bearer: None,
@@ -188,8 +227,8 @@ impl Shared {
             answer_limit: TOKEN_ANSWER_LIMIT,
             any_answer_will_do: false,
         };
-        let answer = self.send(&call, deadline).map_err(|failure| {
-            let message = self.unreachable(&failure.message);
+        let answer = transport.send(&call, deadline).map_err(|failure| {
+            let message = transport.unreachable(&failure.message);
             if failure.untrusted {
                 AuthFailure::Refused(message)
             } else {
@@ -197,7 +236,10 @@ impl Shared {
             }
         })?;
         let refused = |why: String| {
-            AuthFailure::Refused(format!("CipherTrust Manager at {}: {why}", self.endpoint))
+            AuthFailure::Refused(format!(
+                "CipherTrust Manager at {}: {why}",
+                transport.endpoint
+            ))
         };
         match answer.status {
             200 => {}
@@ -210,7 +252,7 @@ impl Shared {
             500.. => {
                 return Err(AuthFailure::Unavailable(format!(
                     "CipherTrust Manager at {} could not issue an API token: {}",
-                    self.endpoint,
+                    transport.endpoint,
                     self.explain(&answer)
                 )));
             }
@@ -249,12 +291,40 @@ impl Shared {
     }
 }
 
+impl Tokens {
+    /// Replaces any token in `text` (should CipherTrust ever echo one) by a placeholder.
+    pub(super) fn scrub(&self, mut text: String) -> String {
+        let bearer = lock(&self.state).bearer.clone();
+        let jwt = bearer
+            .as_deref()
+            .map(|b| b.trim_start_matches("Bearer ").to_owned())
+            .map(Zeroizing::new);
+        for secret in [
+            Some(self.refresh_token.as_str()),
+            jwt.as_deref().map(String::as_str),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if secret.len() >= 8 && text.contains(secret) {
+                text = text.replace(secret, "<redacted>");
+            }
+        }
+        text
+    }
+
+    /// An error answer described without any token in it.
+    pub(super) fn explain(&self, answer: &super::transport::Answer) -> String {
+        truncate(&self.scrub(answer.describe()), MAX_ERROR_TEXT).into_owned()
+    }
+}
+
 /// The renewal thread: renews at half the token lifetime, after failures at the retry
 /// pause (or the first-token back-off), until the store is dropped.
-pub(super) fn renewal_loop(shared: &Shared) {
+pub(super) fn renewal_loop(transport: &Transport, tokens: &Tokens) {
     loop {
         let generation = {
-            let mut state = lock(&shared.token);
+            let mut state = lock(&tokens.state);
             loop {
                 if state.closed {
                     return;
@@ -270,20 +340,20 @@ pub(super) fn renewal_loop(shared: &Shared) {
                 if now >= due {
                     break state.generation;
                 }
-                state = shared
-                    .token_event
+                state = tokens
+                    .event
                     .wait_timeout(state, due - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
         };
-        match shared.renew(Some(generation), Instant::now() + CALL_BUDGET) {
+        match tokens.renew(transport, Some(generation), Instant::now() + CALL_BUDGET) {
             Ok(_) => log::debug!(
                 "CipherTrust Manager at {}: API token renewed",
-                shared.endpoint
+                transport.endpoint
             ),
             Err(failure) => {
-                let next = lock(&shared.token)
+                let next = lock(&tokens.state)
                     .next_attempt
                     .saturating_duration_since(Instant::now());
                 log::warn!(

@@ -11,7 +11,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::CipherTrustConfig;
-use super::client::CONNECT_TIMEOUT;
+use super::transport::CONNECT_TIMEOUT;
 use crate::keystore::KeyStoreError;
 
 /// Checks the endpoint and removes one trailing `/` (the original appends `/api/v1/…`
