@@ -6,9 +6,9 @@
 mod common;
 #[path = "common/ctm_sim.rs"]
 mod ctm_sim;
+#[path = "common/resident.rs"]
+mod resident;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -17,120 +17,23 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::json;
 
-use common::{Client, Credential, KES, Kes, Pki, Resp, free_addr};
-use ctm_sim::{CtmSim, REFRESH_TOKEN, Route};
+use common::{Kes, Pki, Resp};
+use ctm_sim::Route;
+use resident::{ALL_KEY_ROUTES, Mode, Setup, decrypt, envelope_version, generate};
 
-struct Setup {
-    pki: Pki,
-    app: Credential,
-    sim: CtmSim,
-}
+in_both_modes!(
+    resident_key_lifecycle,
+    wrong_context_version_or_bytes_are_not_authentic,
+    rotation_under_load_loses_nothing,
+    a_secret_backed_key_and_a_resident_key_on_one_server,
+    cipher_trust_down_means_clear_errors_and_nothing_to_decrypt_with,
+    a_cm_call_that_hangs_holds_a_pool_worker_not_the_event_loop,
+    rotate_is_policy_checked_and_listed,
+    a_listed_resident_key_is_created_once_and_found_at_the_next_start,
+);
 
-impl Setup {
-    fn new() -> Setup {
-        let pki = Pki::new();
-        let app = pki.client("app");
-        Setup {
-            pki,
-            app,
-            sim: CtmSim::start(),
-        }
-    }
-
-    /// A config whose app policy allows `allow`, with the CipherTrust keystore under
-    /// `section` (`ciphertrust` or `gemalto.keysecure`) and `master_keys` if given.
-    fn config(
-        &self,
-        name: &str,
-        section: &str,
-        master_keys: Option<&str>,
-        allow: &[&str],
-    ) -> PathBuf {
-        let mut body =
-            String::from("address: 0.0.0.0:7373\nroot: disabled\npolicy:\n  my-app:\n    allow:\n");
-        for path in allow {
-            body.push_str(&format!("    - {path}\n"));
-        }
-        body.push_str("    identities:\n    - ${APP_IDENTITY}\n");
-        let (head, pad) = match section {
-            "ciphertrust" => ("keystore:\n  ciphertrust:\n", "    "),
-            _ => ("keystore:\n  gemalto:\n    keysecure:\n", "      "),
-        };
-        body.push_str(head);
-        body.push_str(&format!(
-            "{pad}endpoint: {}\n{pad}credentials:\n{pad}  token: ${{CTM_REFRESH_TOKEN}}\n{pad}tls:\n{pad}  ca: {}\n",
-            self.sim.endpoint(),
-            self.sim.ca_file().display()
-        ));
-        if let Some(mode) = master_keys {
-            body.push_str(&format!("{pad}master_keys: {mode}\n"));
-        }
-        self.pki.config(name, &body)
-    }
-
-    fn try_start(&self, config: &PathBuf, args: &[&str]) -> Result<Kes, String> {
-        let addr = free_addr();
-        let mut cmd = Command::new(KES);
-        cmd.arg("server")
-            .arg("--config")
-            .arg(config)
-            .arg("--addr")
-            .arg(addr.to_string())
-            .arg("--auth=off")
-            .args(args)
-            .env("APP_IDENTITY", &self.app.identity)
-            .env("CTM_REFRESH_TOKEN", REFRESH_TOKEN);
-        Kes::spawn(cmd, addr, self.pki.ca_path.clone())
-    }
-
-    /// kes with `master_keys: resident` under `section`, the app allowed every key route.
-    fn resident(&self, section: &str) -> Kes {
-        self.start(&self.config("config.yml", section, Some("resident"), ALL_KEY_ROUTES))
-    }
-
-    fn start(&self, config: &PathBuf) -> Kes {
-        self.try_start(config, &[])
-            .unwrap_or_else(|e| panic!("kes did not start: {e}"))
-    }
-}
-
-const ALL_KEY_ROUTES: &[&str] = &["/v1/key/*", "/v1/status"];
-
-fn generate(c: &mut Client, name: &str, context: &str) -> Result<(String, Vec<u8>), Resp> {
-    let r = c.post(
-        &format!("/v1/key/generate/{name}"),
-        json!({ "context": B64.encode(context) })
-            .to_string()
-            .as_bytes(),
-    );
-    if r.status != 200 {
-        return Err(r);
-    }
-    let v = r.json();
-    Ok((
-        v["plaintext"].as_str().unwrap().to_string(),
-        B64.decode(v["ciphertext"].as_str().unwrap()).unwrap(),
-    ))
-}
-
-fn decrypt(c: &mut Client, name: &str, ciphertext: &[u8], context: &str) -> Resp {
-    c.post(
-        &format!("/v1/key/decrypt/{name}"),
-        json!({ "ciphertext": B64.encode(ciphertext), "context": B64.encode(context) })
-            .to_string()
-            .as_bytes(),
-    )
-}
-
-/// The CipherTrust key version an envelope names (docs/resident-keys.md).
-fn envelope_version(ciphertext: &[u8]) -> u32 {
-    assert_eq!(&ciphertext[..4], &[0xC7, b'K', b'R', 1], "not an envelope");
-    u32::from_be_bytes(ciphertext[4..8].try_into().unwrap())
-}
-
-#[test]
-fn resident_key_lifecycle() {
-    let s = Setup::new();
+fn resident_key_lifecycle(mode: Mode) {
+    let s = Setup::new(mode);
     let kes = s.resident("ciphertrust");
     let mut c = kes.client(&s.app);
 
@@ -286,9 +189,8 @@ fn resident_key_lifecycle() {
     assert_eq!(s.sim.count(Route::KeyExport), 0);
 }
 
-#[test]
-fn wrong_context_version_or_bytes_are_not_authentic() {
-    let s = Setup::new();
+fn wrong_context_version_or_bytes_are_not_authentic(mode: Mode) {
+    let s = Setup::new(mode);
     let kes = s.resident("gemalto.keysecure");
     let mut c = kes.client(&s.app);
     assert_eq!(c.post("/v1/key/create/k", b"").status, 200);
@@ -327,9 +229,8 @@ fn wrong_context_version_or_bytes_are_not_authentic() {
     assert_eq!(decrypt(&mut c, "k", &sealed, "right").status, 200);
 }
 
-#[test]
-fn rotation_under_load_loses_nothing() {
-    let s = Setup::new();
+fn rotation_under_load_loses_nothing(mode: Mode) {
+    let s = Setup::new(mode);
     let config = s.config(
         "config.yml",
         "ciphertrust",
@@ -398,9 +299,8 @@ fn rotation_under_load_loses_nothing() {
     assert_eq!(s.sim.export_count(), 0);
 }
 
-#[test]
-fn a_secret_backed_key_and_a_resident_key_on_one_server() {
-    let s = Setup::new();
+fn a_secret_backed_key_and_a_resident_key_on_one_server(mode: Mode) {
+    let s = Setup::new(mode);
     // Yesterday: the original's way, a secret kes exports.
     let exported = s.config("exported.yml", "ciphertrust", None, ALL_KEY_ROUTES);
     let old_sealed = {
@@ -472,9 +372,8 @@ fn a_secret_backed_key_and_a_resident_key_on_one_server() {
     assert_eq!(s.sim.count(Route::KeyExport), 0);
 }
 
-#[test]
-fn cipher_trust_down_means_clear_errors_and_nothing_to_decrypt_with() {
-    let s = Setup::new();
+fn cipher_trust_down_means_clear_errors_and_nothing_to_decrypt_with(mode: Mode) {
+    let s = Setup::new(mode);
     let kes = s.resident("ciphertrust");
     let mut c = kes.client(&s.app);
     assert_eq!(c.post("/v1/key/create/k", b"").status, 200);
@@ -512,9 +411,8 @@ fn cipher_trust_down_means_clear_errors_and_nothing_to_decrypt_with() {
     assert_eq!(s.sim.export_count(), 0);
 }
 
-#[test]
-fn a_cm_call_that_hangs_holds_a_pool_worker_not_the_event_loop() {
-    let s = Setup::new();
+fn a_cm_call_that_hangs_holds_a_pool_worker_not_the_event_loop(mode: Mode) {
+    let s = Setup::new(mode);
     let config = s.config(
         "config.yml",
         "ciphertrust",
@@ -548,9 +446,8 @@ fn a_cm_call_that_hangs_holds_a_pool_worker_not_the_event_loop() {
     let _ = hung.join().unwrap();
 }
 
-#[test]
-fn rotate_is_policy_checked_and_listed() {
-    let s = Setup::new();
+fn rotate_is_policy_checked_and_listed(mode: Mode) {
+    let s = Setup::new(mode);
     let config = s.config(
         "config.yml",
         "ciphertrust",
@@ -593,7 +490,7 @@ fn fs_keys_cannot_rotate() {
 
 #[test]
 fn an_unknown_master_keys_value_is_a_config_error() {
-    let s = Setup::new();
+    let s = Setup::new(Mode::Default);
     let config = s.config("config.yml", "ciphertrust", Some("hsm"), ALL_KEY_ROUTES);
     let err = s.try_start(&config, &[]).err().expect("kes started");
     assert!(
@@ -606,9 +503,8 @@ fn an_unknown_master_keys_value_is_a_config_error() {
 /// A resident key listed under `keys:` is created at the first start and found at the
 /// next: CipherTrust holds it, kes has no stored value of it to check, and the server
 /// starts.
-#[test]
-fn a_listed_resident_key_is_created_once_and_found_at_the_next_start() {
-    let s = Setup::new();
+fn a_listed_resident_key_is_created_once_and_found_at_the_next_start(mode: Mode) {
+    let s = Setup::new(mode);
     let config = s.config(
         "config.yml",
         "ciphertrust",

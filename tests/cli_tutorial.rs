@@ -24,7 +24,19 @@ fn ciphertrust_tutorial_runs_as_written() {
 
 #[test]
 fn ciphertrust_tutorial_with_resident_master_keys() {
+    resident_tutorial(false);
+}
+
+/// The same against a stand-in that accepts only the forms proven against a live
+/// CipherTrust Manager (tests/common/ctm_keys.rs).
+#[test]
+fn ciphertrust_tutorial_with_resident_master_keys_strict() {
+    resident_tutorial(true);
+}
+
+fn resident_tutorial(strict: bool) {
     let sim = CtmSim::start();
+    sim.set_strict(strict);
     let rotate = "    - /v1/key/rotate/my-app*\n    - /v1/key/describe/my-app*\n";
     tutorial(
         &sim,

@@ -272,12 +272,20 @@ fn list(keys: &Keys2, query: &str, secrets: &HashMap<String, u64>) -> Reply {
     if keys.strict {
         let mut names: Vec<(&String, &u64)> = secrets.iter().filter(|(n, _)| wanted(n)).collect();
         names.sort();
-        all.extend(names.into_iter().map(|(name, &id)| describe_secret(name, id)));
+        all.extend(
+            names
+                .into_iter()
+                .map(|(name, &id)| describe_secret(name, id)),
+        );
     }
     let total = all.len();
     let resources: Vec<Value> = all.into_iter().skip(skip).take(limit).collect();
     // An empty listing has `resources: null`, as CipherTrust's may.
-    let resources = if total == 0 { Value::Null } else { Value::from(resources) };
+    let resources = if total == 0 {
+        Value::Null
+    } else {
+        Value::from(resources)
+    };
     Reply::json(
         200,
         json!({ "skip": skip, "limit": limit, "total": total, "resources": resources }),
@@ -343,11 +351,7 @@ fn field(request: &Value, name: &str) -> Result<Vec<u8>, Reply> {
 }
 
 /// The key a crypto request names, with its own checks.
-fn crypto_key<'a>(
-    keys: &'a Keys2,
-    request: &Value,
-    decrypt: bool,
-) -> Result<&'a KeyObject, Reply> {
+fn crypto_key<'a>(keys: &'a Keys2, request: &Value, decrypt: bool) -> Result<&'a KeyObject, Reply> {
     let version = request["version"].as_u64().map(|v| v as u32);
     let Some(id) = request["id"].as_str() else {
         return Err(error(400, 3, "NCERRBadRequest", "id is required"));
@@ -408,7 +412,12 @@ fn encrypt(keys: &Keys2, body: &[u8]) -> Reply {
                 ));
             }
             if request["tag_len"].as_u64() != Some(16) {
-                return Err(error(400, 3, "NCERRBadRequest", "only 16-byte tags are simulated"));
+                return Err(error(
+                    400,
+                    3,
+                    "NCERRBadRequest",
+                    "only 16-byte tags are simulated",
+                ));
             }
         }
         let plaintext = field(&request, "plaintext")?;

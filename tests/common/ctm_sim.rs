@@ -127,8 +127,9 @@ struct Inner {
     fail_status: AtomicU32,
     /// Answer this many next requests with 503.
     fail_next: AtomicU32,
-    /// Answer requests on these routes with the given status.
-    route_failures: Mutex<HashMap<Route, u16>>,
+    /// Answer requests on these routes with the given status, after letting the given
+    /// number of them through.
+    route_failures: Mutex<HashMap<Route, (u16, u64)>>,
     /// Read requests but answer none (as a CM behind a dead link would).
     hang: AtomicBool,
     /// Requests read and held by `hang` right now, per route.
@@ -308,9 +309,15 @@ impl CtmSim {
     pub fn fail_route_with(&self, route: Route, status: Option<u16>) {
         let mut failing = lock(&self.inner.route_failures);
         match status {
-            Some(status) => failing.insert(route, status),
+            Some(status) => failing.insert(route, (status, 0)),
             None => failing.remove(&route),
         };
+    }
+
+    /// Serve the next `ok` requests on `route`, then answer every further one with
+    /// `status` (until `fail_route_with(route, None)`).
+    pub fn fail_route_after(&self, route: Route, ok: u64, status: u16) {
+        lock(&self.inner.route_failures).insert(route, (status, ok));
     }
 
     /// Answer the next `n` requests with 503.
@@ -716,8 +723,18 @@ fn handle(
     if status != 0 {
         return Reply::error(status as u16, 1, "NCERRInternal: simulated failure");
     }
-    if let Some(status) = lock(&inner.route_failures).get(&route).copied() {
-        return Reply::error(status, 1, "NCERRInternal: simulated failure");
+    if let Some((status, ok)) = lock(&inner.route_failures).get_mut(&route) {
+        if *ok > 0 {
+            *ok -= 1;
+        } else {
+            let desc = match *status {
+                401 => "NCERRUnauthorized: simulated failure",
+                403 => "NCERRForbidden: simulated permission denied",
+                404 => "NCERRResourceNotFound: simulated failure",
+                _ => "NCERRInternal: simulated failure",
+            };
+            return Reply::error(*status, 1, desc);
+        }
     }
     if inner
         .fail_next
