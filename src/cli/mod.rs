@@ -11,6 +11,7 @@ pub mod client;
 pub mod identity;
 pub mod key;
 pub mod key_rotate;
+pub mod keystore;
 pub mod log;
 pub mod ls;
 pub mod metric;
@@ -49,6 +50,7 @@ Commands:
     status                   Print server status.
     metric                   Print server metrics.
 
+    keystore                 Check that a keystore answers as kes needs (run it first).
     migrate                  Copy keys from one keystore to another.
     survey                   Count a keystore's keys by the Go KES releases that read them.
     update                   Update the KES binary (not supported: use your package manager).
@@ -72,9 +74,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         rest.remove(0);
         return run_server(rest);
     }
+    // `kes keystore check` handles Ctrl-C itself: it cleans up what it made first.
     if rest
         .first()
-        .is_some_and(|a| !a.to_string_lossy().starts_with('-'))
+        .is_some_and(|a| !a.to_string_lossy().starts_with('-') && a != "keystore")
     {
         exit_on_interrupt();
     }
@@ -121,6 +124,7 @@ pub fn dispatch(args: Vec<OsString>) -> Outcome {
         "status" => status::run(rest),
         "metric" => metric::run(rest),
         "tool" => run_tool(rest),
+        "keystore" => keystore::run(rest),
         "migrate" => migrate::run(rest),
         "survey" => survey::run(rest),
         "update" => Err(Exit::Error(

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+pub mod check;
 pub mod ciphertrust;
 pub mod fs;
 pub mod mem;
@@ -200,20 +201,26 @@ pub fn open(config: &crate::config::KeyStoreConfig) -> Result<Arc<dyn KeyStore>,
         KeyStoreConfig::Memory => Arc::new(mem::MemKeyStore::new()),
         KeyStoreConfig::Fs { path } => Arc::new(fs::FsKeyStore::open(path)?),
         KeyStoreConfig::CipherTrust(settings) => {
-            let config = ciphertrust::CipherTrustConfig {
-                endpoint: settings.endpoint.clone(),
-                refresh_token: zeroize::Zeroizing::new(settings.token.clone()),
-                domain: settings.domain.clone(),
-                retry: settings.retry,
-                ca: settings.ca.clone(),
-                insecure_skip_verify: settings.insecure_skip_verify,
-                resident: settings.resident,
-            };
-            let store = ciphertrust::CipherTrust::connect(config)
+            let store = ciphertrust::CipherTrust::connect(ciphertrust_config(settings))
                 .map_err(|e| format!("CipherTrust keystore at {}: {e}", settings.endpoint))?;
             Arc::new(store)
         }
     })
+}
+
+/// The CipherTrust store's settings from the config's keystore section.
+fn ciphertrust_config(
+    settings: &crate::config::CipherTrustSettings,
+) -> ciphertrust::CipherTrustConfig {
+    ciphertrust::CipherTrustConfig {
+        endpoint: settings.endpoint.clone(),
+        refresh_token: zeroize::Zeroizing::new(settings.token.clone()),
+        domain: settings.domain.clone(),
+        retry: settings.retry,
+        ca: settings.ca.clone(),
+        insecure_skip_verify: settings.insecure_skip_verify,
+        resident: settings.resident,
+    }
 }
 
 /// What every backend must do, checked by each backend's own tests.

@@ -372,6 +372,11 @@ impl CtmSim {
         lock(&self.inner.state).secrets.len()
     }
 
+    /// Key objects (one per version) of all keys.
+    pub fn key_object_count(&self) -> usize {
+        lock(&self.inner.state).keys2.objects.len()
+    }
+
     /// Adds a secret behind the API's back (as another CM client would).
     pub fn insert_secret(&self, name: &str, material: &str) {
         let mut state = lock(&self.inner.state);

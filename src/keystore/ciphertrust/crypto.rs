@@ -30,7 +30,6 @@ const MIN_TAG_LEN: usize = 12;
 #[derive(Debug)]
 pub(super) struct Encrypted {
     /// The id of the key version that encrypted.
-    #[allow(dead_code)] // read by the site check (`kes keystore check`), added next
     pub(super) id: String,
     pub(super) sealed: Sealed,
 }

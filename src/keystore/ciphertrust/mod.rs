@@ -40,6 +40,7 @@
 //! tokens before they are used), and are never logged. Copies that the HTTP and TLS stacks
 //! make internally (header values, socket buffers) are outside our control.
 
+pub(super) mod check;
 mod client;
 mod crypto;
 mod keys2;
@@ -150,29 +151,8 @@ impl CipherTrust {
     /// answers but rejects the refresh token. Does **not** fail when CipherTrust cannot be
     /// reached: the store then keeps trying in the background (see the module docs).
     pub fn connect(cfg: CipherTrustConfig) -> Result<CipherTrust, KeyStoreError> {
-        let endpoint = normalize_endpoint(&cfg.endpoint)?;
-        if cfg.insecure_skip_verify {
-            log::warn!(
-                "CipherTrust Manager at {endpoint}: TLS certificate verification is DISABLED \
-                 (insecure_skip_verify); anyone on the network path can read the API tokens \
-                 and every key. Configure tls.ca instead."
-            );
-        }
-        let agent = build_agent(&cfg)?;
-        let retry = if cfg.retry.is_zero() {
-            DEFAULT_RETRY
-        } else {
-            cfg.retry
-        };
-        let shared = Arc::new(Shared {
-            transport: Transport {
-                endpoint,
-                agent,
-                stats: CallStats::default(),
-            },
-            tokens: Tokens::new(cfg.refresh_token, cfg.domain, retry),
-        });
-
+        let store = CipherTrust::without_token(cfg)?;
+        let shared = &store.shared;
         match shared
             .tokens
             .renew(&shared.transport, None, Instant::now() + CALL_BUDGET)
@@ -188,7 +168,7 @@ impl CipherTrust {
             ),
         }
 
-        let for_thread = Arc::clone(&shared);
+        let for_thread = Arc::clone(shared);
         thread::Builder::new()
             .name("kes-ctm-token".into())
             .spawn(move || renewal_loop(&for_thread.transport, &for_thread.tokens))
@@ -197,8 +177,35 @@ impl CipherTrust {
                     "cannot start the CipherTrust token renewal thread: {err}"
                 ))
             })?;
+        Ok(store)
+    }
+
+    /// The store before its first token and without the renewal thread (the site check
+    /// makes its token requests itself).
+    fn without_token(cfg: CipherTrustConfig) -> Result<CipherTrust, KeyStoreError> {
+        let endpoint = normalize_endpoint(&cfg.endpoint)?;
+        if cfg.insecure_skip_verify {
+            log::warn!(
+                "CipherTrust Manager at {endpoint}: TLS certificate verification is DISABLED \
+                 (insecure_skip_verify); anyone on the network path can read the API tokens \
+                 and every key. Configure tls.ca instead."
+            );
+        }
+        let agent = build_agent(&cfg)?;
+        let retry = if cfg.retry.is_zero() {
+            DEFAULT_RETRY
+        } else {
+            cfg.retry
+        };
         Ok(CipherTrust {
-            shared,
+            shared: Arc::new(Shared {
+                transport: Transport {
+                    endpoint,
+                    agent,
+                    stats: CallStats::default(),
+                },
+                tokens: Tokens::new(cfg.refresh_token, cfg.domain, retry),
+            }),
             resident: cfg.resident,
             versions: VersionIds::default(),
             omit_tag_len: AtomicBool::new(false),

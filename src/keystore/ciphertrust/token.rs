@@ -11,8 +11,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::stats::CmRoute;
 use super::transport::{
-    Bearer, CALL_BUDGET, Call, MAX_ERROR_TEXT, Method, TOKEN_ANSWER_LIMIT, Transport, json_body,
-    truncate,
+    Answer, Bearer, CALL_BUDGET, Call, MAX_ERROR_TEXT, Method, TOKEN_ANSWER_LIMIT, Transport,
+    json_body, truncate,
 };
 use crate::keystore::KeyStoreError;
 use crate::sync::lock;
@@ -212,6 +212,17 @@ impl Tokens {
         transport: &Transport,
         deadline: Instant,
     ) -> Result<(Bearer, Duration), AuthFailure> {
+        let answer = self.call(transport, deadline)?;
+        self.accept(transport, &answer)
+    }
+
+    /// Sends the token request; a transport failure is `Unavailable`, or `Refused` when
+    /// CipherTrust's certificate is not trusted (no waiting fixes that).
+    pub(super) fn call(
+        &self,
+        transport: &Transport,
+        deadline: Instant,
+    ) -> Result<Answer, AuthFailure> {
         let body = json_body(&TokenRequest {
             grant_type: "refresh_token",
             refresh_token: &self.refresh_token,
@@ -227,14 +238,23 @@ impl Tokens {
             answer_limit: TOKEN_ANSWER_LIMIT,
             any_answer_will_do: false,
         };
-        let answer = transport.send(&call, deadline).map_err(|failure| {
+        transport.send(&call, deadline).map_err(|failure| {
             let message = transport.unreachable(&failure.message);
             if failure.untrusted {
                 AuthFailure::Refused(message)
             } else {
                 AuthFailure::Unavailable(message)
             }
-        })?;
+        })
+    }
+
+    /// The API token and its lifetime from a token answer: status 200, `jwt` not empty,
+    /// `token_type` exactly `Bearer`, `duration` above zero (ciphertrust.md §3).
+    pub(super) fn accept(
+        &self,
+        transport: &Transport,
+        answer: &Answer,
+    ) -> Result<(Bearer, Duration), AuthFailure> {
         let refused = |why: String| {
             AuthFailure::Refused(format!(
                 "CipherTrust Manager at {}: {why}",
@@ -246,20 +266,20 @@ impl Tokens {
             400..=499 => {
                 return Err(refused(format!(
                     "the refresh token was rejected ({}); check credentials.token and credentials.domain",
-                    self.explain(&answer)
+                    self.explain(answer)
                 )));
             }
             500.. => {
                 return Err(AuthFailure::Unavailable(format!(
                     "CipherTrust Manager at {} could not issue an API token: {}",
                     transport.endpoint,
-                    self.explain(&answer)
+                    self.explain(answer)
                 )));
             }
             _ => {
                 return Err(refused(format!(
                     "unexpected answer to the token request: {}",
-                    self.explain(&answer)
+                    self.explain(answer)
                 )));
             }
         }
