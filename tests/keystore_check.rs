@@ -70,14 +70,16 @@ fn nothing_left(sim: &CtmSim) {
     assert_eq!(sim.key_object_count(), 0, "a key version was left behind");
 }
 
-const ALL_STEPS: [&str; 25] = [
+const ALL_STEPS: [&str; 27] = [
     "token",
     "list secrets",
     "list keys2",
     "name is free (secret)",
+    "name is free (secret metadata)",
     "name is free (key)",
     "create secret",
     "read secret",
+    "secret metadata",
     "duplicate secret",
     "create key",
     "duplicate key",
@@ -292,6 +294,24 @@ fn a_refused_permission_fails_the_step_and_names_it() {
     );
     assert!(stderr.contains("decrypt v0 by id"), "{stderr}");
     sim.fail_route_with(ctm_sim::Route::Decrypt, None);
+    nothing_left(&sim);
+}
+
+/// Each mode is judged by what it relies on: resident mode never creates secrets, so a
+/// user that may not create them is fine there, and not in secrets mode.
+#[test]
+fn each_mode_is_judged_by_the_forms_it_relies_on() {
+    let pki = Pki::new();
+    let sim = CtmSim::start();
+    sim.fail_route_with(ctm_sim::Route::Create, Some(403));
+    let (code, report, stderr) = check_json(&config(&pki, &sim, true));
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    assert_eq!(row(&report, "create secret")["verdict"], "warn");
+    assert_eq!(row(&report, "decrypt v1 by id")["verdict"], "ok");
+    let (code, report, stderr) = check_json(&config(&pki, &sim, false));
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(row(&report, "create secret")["verdict"], "fail");
+    assert!(stderr.contains("create secret"), "{stderr}");
     nothing_left(&sim);
 }
 

@@ -411,8 +411,10 @@ impl CipherTrust {
     }
 }
 
-/// The body of a key create: AES-256, encrypt and decrypt only, never exportable.
-/// `aes` in lower case, as the client proven against a live CipherTrust sends it.
+/// The body of a key create: AES-256, encrypt and decrypt only, never exportable, owned
+/// by kes's CipherTrust user (a user that is not an administrator must name an owner;
+/// Thales' own Terraform provider and Yugabyte send the same). `aes` in lower case, as
+/// the client proven against a live CipherTrust sends it.
 pub(super) fn create_key_body(name: &str) -> zeroize::Zeroizing<Vec<u8>> {
     json_body(&CreateKey {
         name,
@@ -420,6 +422,7 @@ pub(super) fn create_key_body(name: &str) -> zeroize::Zeroizing<Vec<u8>> {
         size: 256,
         usage_mask: USAGE_ENCRYPT_DECRYPT,
         unexportable: true,
+        assign_self_as_owner: true,
     })
 }
 
@@ -431,6 +434,8 @@ struct CreateKey<'a> {
     #[serde(rename = "usageMask")]
     usage_mask: u32,
     unexportable: bool,
+    #[serde(rename = "assignSelfAsOwner")]
+    assign_self_as_owner: bool,
 }
 
 #[cfg(test)]
@@ -445,7 +450,7 @@ mod tests {
     fn the_create_body_is_what_cipher_trust_expects() {
         assert_eq!(
             &create_key_body("k")[..],
-            br#"{"name":"k","algorithm":"aes","size":256,"usageMask":12,"unexportable":true}"#
+            br#"{"name":"k","algorithm":"aes","size":256,"usageMask":12,"unexportable":true,"assignSelfAsOwner":true}"#
         );
     }
 
