@@ -213,11 +213,10 @@ impl CipherTrust {
         name: &str,
         answer: &Answer,
     ) -> Result<Option<Decrypted>, KeyStoreError> {
-        if answer.is_crypto_failure() {
-            return Ok(Some(Decrypted::NotAuthentic));
-        }
         if !matches!(answer.status, 200 | 201) {
-            return Ok(None);
+            return Ok(answer
+                .is_crypto_failure()
+                .then_some(Decrypted::NotAuthentic));
         }
         let route = CmRoute::Decrypt;
         let plain: DecryptAnswer<'_> =

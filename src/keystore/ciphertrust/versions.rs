@@ -44,6 +44,16 @@ impl VersionIds {
     /// Remembers that `version` of key `name` has the id `id`.
     pub(super) fn remember(&self, name: &str, version: u32, id: &str) {
         let mut ids = lock(&self.by_name);
+        // The common case (every encrypt answer names a version seen before) allocates
+        // nothing.
+        if ids
+            .names
+            .get(name)
+            .and_then(|v| v.get(&version))
+            .is_some_and(|known| known == id)
+        {
+            return;
+        }
         if ids.count >= MAX_VERSIONS {
             *ids = Ids::default();
         }
