@@ -14,6 +14,7 @@ pub mod keys;
 pub mod keystore;
 pub mod logging;
 pub mod memory;
+pub mod names;
 pub mod observe;
 pub mod policy;
 pub mod server;

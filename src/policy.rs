@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::api::routes::{ROUTES, Route};
-use crate::api::valid_name_char;
+use crate::names::valid_name_char;
 
 /// One allow or deny rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

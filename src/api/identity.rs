@@ -4,8 +4,9 @@ use serde_json::json;
 
 use super::policy::rules_list;
 use super::routes::Reply;
-use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
+use super::{Ctx, errors, fail, invalid_pattern};
 use crate::http::Response;
+use crate::names::{list_prefix, valid_name};
 
 pub fn describe(ctx: &Ctx) -> Reply {
     let id = ctx.resource;

@@ -10,11 +10,12 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::routes::Reply;
-use super::{Ctx, errors, fail, valid_name};
+use super::{Ctx, errors, fail};
 use crate::crypto::{Cipher, KeyVersion, OldestReader, random_dek};
 use crate::http::Response;
 use crate::keys::{Keys, MasterKey};
 use crate::keystore::{KeyStoreError, Sealed};
+use crate::names::{valid_name, valid_name_char};
 
 /// Most ciphertexts one bulk decrypt may carry, as in the 2023 servers.
 const BULK_MAX: usize = 1000;
@@ -266,7 +267,7 @@ pub fn list(ctx: &Ctx) -> Reply {
     // A glob must be well formed as Go's path.Match reads it: a Go server refuses a
     // malformed one, it must never list names under a meaning of kes's own.
     let valid = pattern.len() <= 80
-        && prefix.bytes().all(super::valid_name_char)
+        && prefix.bytes().all(valid_name_char)
         && if is_glob {
             crate::policy::check_syntax(pattern).is_ok()
         } else {

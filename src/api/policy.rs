@@ -3,8 +3,9 @@
 use serde_json::{Value, json};
 
 use super::routes::Reply;
-use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
+use super::{Ctx, errors, fail, invalid_pattern};
 use crate::http::Response;
+use crate::names::{list_prefix, valid_name};
 use crate::policy::Policy;
 
 fn lookup<'a>(ctx: &'a Ctx) -> Result<&'a Policy, Response> {

@@ -488,7 +488,7 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
     let mut policies = BTreeMap::new();
     let mut assigned: BTreeMap<String, String> = BTreeMap::new();
     for (name, section) in file.policy.unwrap_or_default() {
-        if !crate::api::valid_name(&name) {
+        if !crate::names::valid_name(&name) {
             return Err((
                 line_of(text, &format!("{name}:")),
                 format!("policy.{name}: invalid policy name: use 1 to 80 of A-Z a-z 0-9 - _"),
@@ -501,7 +501,7 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
                 // `- ${APP_IDENTITY}` with an empty variable: nothing to assign.
                 continue;
             }
-            if !crate::api::valid_name(&id) {
+            if !crate::names::valid_name(&id) {
                 return Err((
                     line_of(text, &id),
                     format!("policy.{name}.identities: invalid identity '{id}'"),
@@ -584,7 +584,7 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
     let mut keys = Vec::new();
     for key in file.keys.unwrap_or_default() {
         let name = key.name.0.trim().to_string();
-        if !crate::api::valid_name(&name) {
+        if !crate::names::valid_name(&name) {
             return Err((
                 line_of(text, &name),
                 format!("keys: invalid key name '{name}'"),

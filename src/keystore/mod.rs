@@ -64,7 +64,7 @@ impl std::error::Error for KeyStoreError {}
 ///
 /// Implementations are shared by all worker threads, so they are `Send + Sync` and do
 /// their own locking. Key names reaching a keystore have already been validated
-/// (see `crate::api::valid_name`), but backends that map names onto paths check again.
+/// (see `crate::names::valid_name`), but backends that map names onto paths check again.
 pub trait KeyStore: Send + Sync {
     /// A short description for the startup banner and logs, e.g. `fs:/var/lib/kes`.
     fn describe(&self) -> String;
