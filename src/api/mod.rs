@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
+use crate::identity::PeerIdentity;
 use crate::policy::Verdict;
 use crate::state::{Live, State};
 use routes::{Auth, Lookup, ROUTES, Route};
@@ -115,15 +116,6 @@ pub fn preflight(req: &Request, body_len: Option<u64>) -> Result<Routed, Respons
         route: index,
         resource_start: req.path.len() - resource.len(),
     })
-}
-
-/// The identity a connection presented, computed once per connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerIdentity {
-    /// The identity of the client's leaf certificate (`tls::peer_identity`).
-    One(String),
-    /// No client certificate.
-    Missing,
 }
 
 /// Authorizes and runs the routed request.

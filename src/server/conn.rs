@@ -19,9 +19,10 @@ use rustls::ServerConnection;
 use zeroize::Zeroize;
 
 use super::Gauges;
-use crate::api::{PeerIdentity, Routed};
+use crate::api::Routed;
 use crate::crypto::KeyVersion;
 use crate::http::{BodyFraming, Request, Response};
+use crate::identity::PeerIdentity;
 use crate::state::State;
 
 mod request;
