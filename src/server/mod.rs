@@ -24,7 +24,7 @@ mod renew;
 pub mod run;
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -38,7 +38,7 @@ use accept::{Accepted, Listener, accept_loop, never_logged};
 use conn::{Conn, Next, Role};
 pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 
-use crate::state::State;
+use crate::state::{Gauges, State};
 use crate::sync::lock;
 
 /// Server tuning that is not part of the original config file.
@@ -67,15 +67,6 @@ impl Default for Limits {
             grace: Duration::from_secs(10),
         }
     }
-}
-
-/// Counters the metrics route reads.
-#[derive(Debug, Default)]
-pub struct Gauges {
-    pub open_connections: AtomicUsize,
-    pub busy_workers: AtomicUsize,
-    pub refused_connections: AtomicUsize,
-    pub workers: AtomicUsize,
 }
 
 struct Shared {
