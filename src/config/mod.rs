@@ -17,7 +17,7 @@ use serde::Deserialize;
 pub use env::{AuthMode, Env, GoDuration, LogLevel, substitute};
 
 use crate::crypto::OldestReader;
-use crate::policy::Rule;
+use crate::policy::{PolicyConfig, Rule};
 
 /// A config error: where and what, ready to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,14 +248,6 @@ impl std::fmt::Debug for CipherTrustSettings {
             .field("resident", &self.resident)
             .finish()
     }
-}
-
-/// A policy after validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyConfig {
-    pub allow: Vec<Rule>,
-    pub deny: Vec<Rule>,
-    pub identities: Vec<String>,
 }
 
 /// Per-route settings of the `api:` section.
