@@ -9,8 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::routes::Reply;
-use super::{Ctx, errors, fail};
+use super::ctx::{Ctx, Reply, errors, fail};
 use crate::crypto::{Cipher, KeyVersion, OldestReader, random_dek};
 use crate::http::Response;
 use crate::keys::{Keys, MasterKey};
@@ -274,14 +273,14 @@ pub fn list(ctx: &Ctx) -> Reply {
             pattern.strip_suffix('*').unwrap_or(pattern).len() == prefix.len()
         };
     if !valid {
-        return Err(super::invalid_pattern(pattern));
+        return Err(super::ctx::invalid_pattern(pattern));
     }
     let names = ctx
         .state
         .keys
         .list_all(prefix)
         .map_err(|e| store_failure(e, "failed to list keys"))?;
-    Ok(super::ndjson(
+    Ok(super::ctx::ndjson(
         names
             .iter()
             .filter(|n| !is_glob || crate::policy::glob_match(pattern, n))

@@ -2,8 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::routes::Reply;
-use super::{Ctx, errors, fail, invalid_pattern};
+use super::ctx::{Ctx, Reply, errors, fail, invalid_pattern};
 use crate::http::Response;
 use crate::names::{list_prefix, valid_name};
 use crate::policy::Policy;
@@ -67,7 +66,7 @@ pub fn list(ctx: &Ctx) -> Reply {
     };
     let created_at = ctx.state.started_rfc3339();
     let created_by = created_by(ctx);
-    Ok(super::ndjson(
+    Ok(super::ctx::ndjson(
         ctx.live
             .auth
             .policies

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use super::{Ctx, identity, key, log_stream, metrics, policy, sys};
-use crate::http::Response;
+use super::ctx::Handler;
+use super::{identity, key, log_stream, metrics, policy, sys};
 
 /// The HTTP method a route expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,11 +65,6 @@ pub enum Exec {
     /// May wait for the keystore: always on the pool.
     Pool,
 }
-
-/// A handler answers with `Ok`, or refuses with `Err` (so that `?` can carry refusals).
-pub type Reply = Result<Response, Response>;
-
-pub type Handler = fn(&Ctx) -> Reply;
 
 /// One API route.
 pub struct Route {

@@ -2,9 +2,8 @@
 
 use serde_json::json;
 
-use super::Ctx;
+use super::ctx::{Ctx, Reply};
 use super::routes::ROUTES;
-use super::routes::Reply;
 use crate::http::Response;
 use crate::keystore::KeyStoreError;
 
