@@ -17,6 +17,7 @@ pub mod memory;
 pub mod names;
 pub mod observe;
 pub mod policy;
+pub mod routes;
 pub mod server;
 pub mod state;
 pub mod sync;

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::api::routes::{ROUTES, Route};
 use crate::names::valid_name_char;
+use crate::routes::{ROUTES, Route};
 
 /// One allow or deny rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,10 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::api::routes::ROUTES;
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::policy::Authorizer;
+use crate::routes::ROUTES;
 
 /// Per-route settings from the `api:` config section, indexed like [`ROUTES`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::routes::Route;
 use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
+use crate::routes::Route;
 use crate::state::{Live, State};
 
 /// The SDKs compare these errors by status and exact message.

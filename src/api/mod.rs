@@ -5,12 +5,12 @@
 //! complete (identity, policy, handler).
 
 pub mod ctx;
+pub mod handlers;
 pub mod identity;
 pub mod key;
 pub mod log_stream;
 pub mod metrics;
 pub mod policy;
-pub mod routes;
 pub mod sys;
 
 use std::net::IpAddr;
@@ -20,9 +20,9 @@ use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
 use crate::identity::PeerIdentity;
 use crate::policy::Verdict;
+use crate::routes::{self, Auth, Lookup, ROUTES, Route};
 use crate::state::{Live, State};
 use ctx::{Ctx, errors, fail};
-use routes::{Auth, Lookup, ROUTES, Route};
 
 /// A request whose head passed the route, method and size checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,5 +127,5 @@ pub fn serve(
         peer,
         cached_key,
     };
-    (route.handler)(&ctx).unwrap_or_else(|refusal| refusal)
+    (handlers::HANDLERS[routed.route].1)(&ctx).unwrap_or_else(|refusal| refusal)
 }

@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use super::ctx::{Ctx, Reply};
-use super::routes::ROUTES;
 use crate::http::Response;
 use crate::keystore::KeyStoreError;
+use crate::routes::ROUTES;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit the binary was built from, when the build knew it.

@@ -550,12 +550,12 @@ fn validate(file: File, text: &str, path: &Path) -> Result<Config, Invalid> {
 
     let mut api = BTreeMap::new();
     for (route_path, section) in file.api.unwrap_or_default() {
-        if crate::api::routes::find_exact(&route_path).is_none() {
+        if crate::routes::find_exact(&route_path).is_none() {
             return Err((
                 line_of(text, &format!("{route_path}:")),
                 format!(
                     "api.{route_path}: no such API path; known paths: {}",
-                    crate::api::routes::ROUTES
+                    crate::routes::ROUTES
                         .iter()
                         .map(|r| r.path)
                         .collect::<Vec<_>>()
