@@ -94,14 +94,11 @@ fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result
 /// there is loaded as a request would load it, so that a directory or an unreadable file
 /// under its name stops startup instead of failing at the key's first use.
 pub fn ensure_key(keys: &Keys, name: &str, reader: OldestReader) -> Result<(), String> {
-    let keystore = keys.store();
-    let created = if keystore.creates_resident() {
-        keystore.create_resident(name).map(drop)
-    } else {
-        let key = KeyVersion::generate(Cipher::default_for_cpu(), "");
-        let encoded = Zeroizing::new(key.encode_for(reader));
-        keystore.create(name, encoded.as_bytes())
-    };
+    let created = keys.create(
+        name,
+        || KeyVersion::generate(Cipher::default_for_cpu(), ""),
+        reader,
+    );
     match created {
         Ok(()) => Ok(()),
         Err(KeyStoreError::Exists) => keys.get(name).map(drop).map_err(|e| match e {
