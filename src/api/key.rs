@@ -10,9 +10,9 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::ctx::{Ctx, Reply, errors, fail};
-use crate::crypto::{Cipher, KeyVersion, OldestReader, random_dek};
+use crate::crypto::{Cipher, KeyVersion, random_dek};
 use crate::http::Response;
-use crate::keys::{Keys, MasterKey};
+use crate::keys::MasterKey;
 use crate::keystore::{KeyStoreError, Sealed};
 use crate::names::{valid_name, valid_name_char};
 
@@ -86,29 +86,6 @@ fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => parse_body(body, message),
         _ => Err(Response::error(400, message)),
-    }
-}
-
-/// Creates `name` unless it exists (the `keys:` section of the config): resident when
-/// the keystore makes resident keys, else in the form `reader` reads. A key that is
-/// there is loaded as a request would load it, so that a directory or an unreadable file
-/// under its name stops startup instead of failing at the key's first use.
-pub fn ensure_key(keys: &Keys, name: &str, reader: OldestReader) -> Result<(), String> {
-    let created = keys.create(
-        name,
-        || KeyVersion::generate(Cipher::default_for_cpu(), ""),
-        reader,
-    );
-    match created {
-        Ok(()) => Ok(()),
-        Err(KeyStoreError::Exists) => keys.get(name).map(drop).map_err(|e| match e {
-            // The fs keystore's answer for what is not a regular file.
-            KeyStoreError::NotFound => {
-                "its name is taken by something that is not a key (a directory?)".into()
-            }
-            e => format!("it exists but cannot be used: {e}"),
-        }),
-        Err(e) => Err(e.to_string()),
     }
 }
 
