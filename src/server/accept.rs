@@ -7,13 +7,14 @@
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::conn::{Conn, Next};
+use crate::state::{Gauges, State};
 use crate::sync::lock;
 
 /// The listening socket, shared by the threads that accept from it.
@@ -24,6 +25,9 @@ pub struct Listener {
     max_connections: usize,
     /// Round robin over the event loops, across the accepting threads.
     next_home: AtomicUsize,
+    /// How many event loops there are.
+    homes: usize,
+    gauges: Arc<Gauges>,
 }
 
 /// What [`Listener::accept_all`] ended with.
@@ -39,13 +43,22 @@ pub enum Accepted {
 }
 
 impl Listener {
-    pub fn new(socket: TcpListener, max_connections: usize) -> std::io::Result<Listener> {
+    /// A listener that hands connections to `homes` event loops and counts them in
+    /// `gauges`.
+    pub fn new(
+        socket: TcpListener,
+        max_connections: usize,
+        homes: usize,
+        gauges: Arc<Gauges>,
+    ) -> std::io::Result<Listener> {
         socket.set_nonblocking(true)?;
         Ok(Listener {
             fd: socket.as_raw_fd(),
             socket: Mutex::new(Some(socket)),
             max_connections,
             next_home: AtomicUsize::new(0),
+            homes,
+            gauges,
         })
     }
 
@@ -55,11 +68,12 @@ impl Listener {
     }
 
     /// Accepts every connection that is waiting and gives each to `take`, its event loop
-    /// chosen; refuses those beyond `--max-connections`. `last_refusal_log` rate-limits
-    /// the refusal warning of the calling thread.
+    /// chosen and the TLS config of `state` its own; refuses those beyond
+    /// `--max-connections`. `last_refusal_log` rate-limits the refusal warning of the
+    /// calling thread.
     pub fn accept_all(
         &self,
-        shared: &Shared,
+        state: &State,
         last_refusal_log: &mut Instant,
         mut take: impl FnMut(Conn),
     ) -> Accepted {
@@ -77,7 +91,7 @@ impl Listener {
                     return Accepted::Retry;
                 }
             };
-            let gauges = &shared.gauges;
+            let gauges = &self.gauges;
             if gauges.open_connections.load(Ordering::Acquire) >= self.max_connections {
                 gauges.refused_connections.fetch_add(1, Ordering::Relaxed);
                 if last_refusal_log.elapsed() >= Duration::from_secs(10) {
@@ -90,10 +104,10 @@ impl Listener {
                 drop(sock);
                 continue;
             }
-            let tls = shared.state.live().tls.clone();
+            let tls = state.live().tls.clone();
             match Conn::new(sock, peer, tls, gauges.clone()) {
                 Ok(mut conn) => {
-                    conn.home = self.next_home.fetch_add(1, Ordering::Relaxed) % shared.loops.len();
+                    conn.home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes;
                     take(conn);
                 }
                 Err(e) => log::debug!("cannot set up connection from {peer}: {e}"),
@@ -124,7 +138,7 @@ pub fn accept_loop(shared: &Shared) {
         if unsafe { libc::poll(&mut fd, 1, 200) } <= 0 {
             continue;
         }
-        let accepted = listener.accept_all(shared, &mut last_refusal_log, |conn| {
+        let accepted = listener.accept_all(&shared.state, &mut last_refusal_log, |conn| {
             let deadline = conn.first_deadline();
             shared.send_home(conn, Next::Park(deadline));
         });

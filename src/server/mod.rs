@@ -126,8 +126,13 @@ impl Server {
         gauges
             .workers
             .store(limits.workers.max(1), Ordering::Relaxed);
-        let listener = Listener::new(listener, limits.max_connections)?;
         let (loops, polls) = reactors(limits.loops.max(1))?;
+        let listener = Listener::new(
+            listener,
+            limits.max_connections,
+            loops.len(),
+            gauges.clone(),
+        )?;
         let (stage, stage_polls) = reactors(limits.handshakers)?;
         let (to_pool, pool_rx) = channel::<Conn>();
         let shared = Arc::new(Shared {
@@ -341,7 +346,7 @@ fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
             };
             let accepted = shared
                 .listener
-                .accept_all(shared, &mut last_refusal_log, take);
+                .accept_all(&shared.state, &mut last_refusal_log, take);
             accept_retry = accepted == Accepted::Retry;
         }
         for event in events.iter() {
