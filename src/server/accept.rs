@@ -3,17 +3,16 @@
 //! With a handshake stage (the default), its threads accept themselves: each watches the
 //! listening socket in its own poll, so a new connection reaches the thread that runs
 //! its handshake without a hand-off. Without one (`--handshake-threads 0`), a thread of
-//! its own accepts and hands each connection to its event loop.
+//! its own (`accept_loop`, beside the event loops) accepts and hands each connection to
+//! its event loop.
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use super::Shared;
-use super::conn::{Conn, Next};
+use super::conn::Conn;
 use crate::state::{Gauges, State};
 use crate::sync::lock;
 
@@ -121,32 +120,4 @@ pub fn never_logged() -> Instant {
     Instant::now()
         .checked_sub(Duration::from_secs(60))
         .unwrap_or_else(Instant::now)
-}
-
-/// The accepting thread of a server without a handshake stage: hands each new
-/// connection to its event loop, which runs the handshake too.
-pub fn accept_loop(shared: &Shared) {
-    let listener = &shared.listener;
-    let mut last_refusal_log = never_logged();
-    while !shared.closing.load(Ordering::Acquire) {
-        let mut fd = libc::pollfd {
-            fd: listener.fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `fd` is a valid pollfd for the duration of the call.
-        if unsafe { libc::poll(&mut fd, 1, 200) } <= 0 {
-            continue;
-        }
-        let accepted = listener.accept_all(&shared.state, &mut last_refusal_log, |conn| {
-            let deadline = conn.first_deadline();
-            shared.send_home(conn, Next::Park(deadline));
-        });
-        match accepted {
-            Accepted::Drained => {}
-            Accepted::Retry => thread::sleep(Duration::from_millis(50)),
-            Accepted::Closed => return,
-        }
-    }
-    listener.close();
 }

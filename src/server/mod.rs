@@ -34,7 +34,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use accept::{Accepted, Listener, accept_loop, never_logged};
+use accept::{Accepted, Listener, never_logged};
 use conn::{Conn, Next, Role};
 pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 
@@ -498,6 +498,34 @@ fn stream(shared: &Arc<Shared>, conn: Conn, events: Receiver<Arc<[u8]>>) {
     if let Err(e) = spawned {
         log::warn!("cannot start a log stream: {e}");
     }
+}
+
+/// The accepting thread of a server without a handshake stage: hands each new
+/// connection to its event loop, which runs the handshake too.
+fn accept_loop(shared: &Shared) {
+    let listener = &shared.listener;
+    let mut last_refusal_log = never_logged();
+    while !shared.closing.load(Ordering::Acquire) {
+        let mut fd = libc::pollfd {
+            fd: listener.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `fd` is a valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut fd, 1, 200) } <= 0 {
+            continue;
+        }
+        let accepted = listener.accept_all(&shared.state, &mut last_refusal_log, |conn| {
+            let deadline = conn.first_deadline();
+            shared.send_home(conn, Next::Park(deadline));
+        });
+        match accepted {
+            Accepted::Drained => {}
+            Accepted::Retry => thread::sleep(Duration::from_millis(50)),
+            Accepted::Closed => return,
+        }
+    }
+    listener.close();
 }
 
 /// A pool worker: runs requests whose handlers may wait, then sends their connections
