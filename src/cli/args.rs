@@ -168,6 +168,12 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     text.parse::<crate::config::GoDuration>().ok().map(|d| d.0)
 }
 
+/// Splits `args` into the subcommand name and the rest, for command groups.
+pub(crate) fn subcommand(args: &[OsString]) -> Option<(String, Vec<OsString>)> {
+    let first = args.first()?.to_string_lossy().into_owned();
+    Some((first, args[1..].to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

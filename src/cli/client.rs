@@ -47,6 +47,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read into memory (a list of a million names fits).
 const MAX_BODY: u64 = 64 << 20;
 
+/// Percent-encodes a path segment (names are plain, but a user may type anything).
+pub(crate) fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'*') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Where the first set variable of `names` came from, and its value.
 pub fn first_set_var(names: &[&'static str]) -> Option<(&'static str, String)> {
     names
