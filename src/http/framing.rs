@@ -8,7 +8,7 @@
 //! sizes are hex digits only; chunk lines, extensions and trailers are bounded and count
 //! toward the body limit. docs/bad-input.md lists each form and its answer.
 
-use super::{HeadError, MAX_HEAD};
+use super::head::{HeadError, MAX_HEAD, Request};
 
 /// How the request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,14 @@ pub const MAX_CHUNK_LINE: usize = 4096;
 /// Optional white space around header values and before chunk extensions.
 fn trim_ows(s: &str) -> &str {
     s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+impl Request {
+    /// The body framing the head announces, or an error for framing that is malformed,
+    /// ambiguous or unsupported (see [`framing`]).
+    pub fn framing(&self) -> Result<BodyFraming, HeadError> {
+        framing(&self.headers)
+    }
 }
 
 /// The body framing that the framing headers among `headers` (names lowercased)
