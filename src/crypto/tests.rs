@@ -1,6 +1,7 @@
 //! The spec's test vectors (tests/vectors/), plus properties the vectors cannot show.
 
 use std::collections::HashSet;
+use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -9,6 +10,8 @@ use serde_json::Value;
 
 use super::ciphertext::derive_aead_key;
 use super::*;
+use crate::identity::hex;
+use crate::timefmt;
 
 const CURRENT: &str = include_str!("../../tests/vectors/ciphertext-current.json");
 const LEGACY: &str = include_str!("../../tests/vectors/ciphertext-legacy.json");
