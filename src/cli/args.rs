@@ -43,6 +43,10 @@ pub const COLOR: Flag = option("color", None);
 /// `-e/--enclave NAME`: accepted for compatibility, ignored (stateless servers).
 pub const ENCLAVE: Flag = option("enclave", Some('e'));
 
+/// `-k` and `-e` alone: the flags of `kes key create`, `import`, `rm`, `encrypt`,
+/// `decrypt` and `dek`.
+pub const BASIC_FLAGS: &[Flag] = &[INSECURE, ENCLAVE];
+
 /// The parsed command line of one command.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Parsed {
