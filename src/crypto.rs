@@ -46,3 +46,6 @@ mod width_tests;
 
 #[cfg(test)]
 mod error_tests;
+
+#[cfg(test)]
+mod stored_tests;
