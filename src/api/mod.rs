@@ -1,8 +1,8 @@
-//! The KES HTTP API: route table, authorization, and the handlers.
+//! The KES HTTP API: authorization, and the handlers of the routes of `crate::routes`.
 //!
 //! A request reaches [`preflight`] as soon as its head is read (route, method and body
 //! limit are checked before any body byte is buffered), then [`serve`] once the body is
-//! complete (identity, policy, handler).
+//! complete (identity, policy, then the route's handler from `handlers::HANDLERS`).
 
 pub mod ctx;
 pub mod handlers;
