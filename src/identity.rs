@@ -1,4 +1,5 @@
-//! Client identities: the hex SHA-256 of a certificate's SubjectPublicKeyInfo.
+//! Client identities: the hex SHA-256 of a certificate's SubjectPublicKeyInfo, and the
+//! identity a connection presented ([`PeerIdentity`]).
 
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -36,6 +37,15 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 15)] as char);
     }
     out
+}
+
+/// The identity a connection presented, computed once per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerIdentity {
+    /// The identity of the client's leaf certificate (`tls::peer_identity`).
+    One(String),
+    /// No client certificate.
+    Missing,
 }
 
 /// Whether `s` looks like an identity: 64 lowercase or uppercase hex digits.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cache::{CacheConfig, CacheStats, DEFAULT_PROBE_INTERVAL, KeyCache};
 use crate::config::CacheExpiry;
-use crate::crypto::{KeyVersion, OldestReader};
+use crate::crypto::{Cipher, KeyVersion, OldestReader};
 use crate::keystore::{KeyStore, KeyStoreError};
 
 /// A master key as the cache keeps it.
@@ -66,6 +66,29 @@ impl Keys {
             return Ok(());
         }
         self.import(name, &make(), reader)
+    }
+
+    /// Creates `name` unless it exists (the `keys:` section of the config): resident when
+    /// the keystore makes resident keys, else in the form `reader` reads. A key that is
+    /// there is loaded as a request would load it, so that a directory or an unreadable file
+    /// under its name stops startup instead of failing at the key's first use.
+    pub fn ensure_key(&self, name: &str, reader: OldestReader) -> Result<(), String> {
+        let created = self.create(
+            name,
+            || KeyVersion::generate(Cipher::default_for_cpu(), ""),
+            reader,
+        );
+        match created {
+            Ok(()) => Ok(()),
+            Err(KeyStoreError::Exists) => self.get(name).map(drop).map_err(|e| match e {
+                // The fs keystore's answer for what is not a regular file.
+                KeyStoreError::NotFound => {
+                    "its name is taken by something that is not a key (a directory?)".into()
+                }
+                e => format!("it exists but cannot be used: {e}"),
+            }),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Stores `key`, whose value kes knows, in the form `reader` reads; refused when the

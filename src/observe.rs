@@ -175,6 +175,32 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
+/// Upper bounds, in seconds, of the latency histogram of a backend's remote calls.
+pub const CALL_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What a keystore that calls a remote service (CipherTrust) counted of its calls, per
+/// route, for `/v1/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CallStatsSnapshot {
+    pub routes: Vec<RouteCalls>,
+}
+
+/// One route's calls: each HTTP exchange, retries included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteCalls {
+    pub route: &'static str,
+    /// Exchanges per [`CALL_BUCKETS`] bucket (not cumulative); slower ones are only in
+    /// `count`.
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum: Duration,
+    /// Error answers by status (`"404"`, `"503"`, …), and `"none"` for exchanges that got
+    /// no answer (network, TLS, timeout).
+    pub errors: Vec<(String, u64)>,
+}
+
 /// Gauges owned by other parts of the server, read when metrics are rendered.
 pub struct Gauges {
     pub open_connections: u64,
@@ -185,7 +211,7 @@ pub struct Gauges {
     pub cache_misses: u64,
     pub keystore_latency: Option<Duration>,
     /// The keystore's remote calls (CipherTrust), if it makes any.
-    pub keystore_calls: Option<crate::keystore::CallStatsSnapshot>,
+    pub keystore_calls: Option<CallStatsSnapshot>,
 }
 
 impl Metrics {
@@ -379,8 +405,7 @@ impl Metrics {
 }
 
 /// The CipherTrust call histogram and error answers, per route (docs/metrics.md).
-fn render_keystore_calls(out: &mut String, calls: &crate::keystore::CallStatsSnapshot) {
-    use crate::keystore::CALL_BUCKETS;
+fn render_keystore_calls(out: &mut String, calls: &CallStatsSnapshot) {
     if calls.routes.is_empty() {
         return;
     }

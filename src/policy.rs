@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::api::routes::{ROUTES, Route};
-use crate::api::valid_name_char;
+use crate::names::valid_name_char;
+use crate::routes::{ROUTES, Route};
 
 /// One allow or deny rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +262,14 @@ fn could_match(pattern: &[u8], route: &Route) -> bool {
     glob(pattern, route.path.as_bytes(), route.is_prefix())
 }
 
+/// A policy of the config file (`policy:`), after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub allow: Vec<Rule>,
+    pub deny: Vec<Rule>,
+    pub identities: Vec<String>,
+}
+
 /// A named policy of the config.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -294,10 +302,7 @@ pub enum Verdict {
 }
 
 impl Authorizer {
-    pub fn new(
-        admin: Option<String>,
-        policies: &BTreeMap<String, crate::config::PolicyConfig>,
-    ) -> Authorizer {
+    pub fn new(admin: Option<String>, policies: &BTreeMap<String, PolicyConfig>) -> Authorizer {
         let mut out = Authorizer {
             admin,
             ..Authorizer::default()
@@ -476,7 +481,7 @@ mod tests {
     }
 
     fn authorizer() -> Authorizer {
-        let policy = |allow: &[&str], identities: &[&str]| crate::config::PolicyConfig {
+        let policy = |allow: &[&str], identities: &[&str]| PolicyConfig {
             allow: allow.iter().map(|r| rule(r)).collect(),
             deny: vec![rule("/v1/key/decrypt/secret*")],
             identities: identities.iter().map(|s| s.to_string()).collect(),

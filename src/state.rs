@@ -1,13 +1,14 @@
 //! What the server holds while it runs: the parts a SIGHUP replaces ([`Live`]) and the
 //! parts that live as long as the process ([`State`]).
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::api::routes::ROUTES;
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::policy::Authorizer;
+use crate::routes::ROUTES;
 
 /// Per-route settings from the `api:` config section, indexed like [`ROUTES`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,12 +47,21 @@ impl Live {
     }
 }
 
+/// Counters of the server's connections and workers, which the metrics route reads.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub open_connections: AtomicUsize,
+    pub busy_workers: AtomicUsize,
+    pub refused_connections: AtomicUsize,
+    pub workers: AtomicUsize,
+}
+
 /// The server's process-wide state.
 pub struct State {
     live: RwLock<Arc<Live>>,
     pub keys: Keys,
     /// Connection and worker counters of the server, for the metrics.
-    pub gauges: Arc<crate::server::Gauges>,
+    pub gauges: Arc<Gauges>,
     pub started: Instant,
     /// Start time as (Unix seconds, nanoseconds): the `created_at` of policies and identities.
     pub started_at: (i64, u32),

@@ -16,7 +16,7 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
 
-use crate::api::PeerIdentity;
+use crate::identity::PeerIdentity;
 
 /// How client certificates are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,10 +2,10 @@
 
 use serde_json::json;
 
+use super::ctx::{Ctx, Reply, errors, fail, invalid_pattern};
 use super::policy::rules_list;
-use super::routes::Reply;
-use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
 use crate::http::Response;
+use crate::names::{list_prefix, valid_name};
 
 pub fn describe(ctx: &Ctx) -> Reply {
     let id = ctx.resource;
@@ -61,7 +61,7 @@ pub fn list(ctx: &Ctx) -> Reply {
             .is_some_and(|id| id.starts_with(prefix))
     });
     entries.sort_by(|a, b| a["identity"].as_str().cmp(&b["identity"].as_str()));
-    Ok(super::ndjson(entries))
+    Ok(super::ctx::ndjson(entries))
 }
 
 /// Describes the caller, in the shape of the 2023 servers: `policy_name`, and `policy`

@@ -9,12 +9,12 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::routes::Reply;
-use super::{Ctx, errors, fail, valid_name};
-use crate::crypto::{Cipher, KeyVersion, OldestReader, random_dek};
+use super::ctx::{Ctx, Reply, errors, fail};
+use crate::crypto::{Cipher, KeyVersion, random_dek};
 use crate::http::Response;
-use crate::keys::{Keys, MasterKey};
+use crate::keys::MasterKey;
 use crate::keystore::{KeyStoreError, Sealed};
+use crate::names::{valid_name, valid_name_char};
 
 /// Most ciphertexts one bulk decrypt may carry, as in the 2023 servers.
 const BULK_MAX: usize = 1000;
@@ -86,32 +86,6 @@ fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8], message: &str) -> Result
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => parse_body(body, message),
         _ => Err(Response::error(400, message)),
-    }
-}
-
-/// Creates `name` unless it exists (the `keys:` section of the config): resident when
-/// the keystore makes resident keys, else in the form `reader` reads. A key that is
-/// there is loaded as a request would load it, so that a directory or an unreadable file
-/// under its name stops startup instead of failing at the key's first use.
-pub fn ensure_key(keys: &Keys, name: &str, reader: OldestReader) -> Result<(), String> {
-    let keystore = keys.store();
-    let created = if keystore.creates_resident() {
-        keystore.create_resident(name).map(drop)
-    } else {
-        let key = KeyVersion::generate(Cipher::default_for_cpu(), "");
-        let encoded = Zeroizing::new(key.encode_for(reader));
-        keystore.create(name, encoded.as_bytes())
-    };
-    match created {
-        Ok(()) => Ok(()),
-        Err(KeyStoreError::Exists) => keys.get(name).map(drop).map_err(|e| match e {
-            // The fs keystore's answer for what is not a regular file.
-            KeyStoreError::NotFound => {
-                "its name is taken by something that is not a key (a directory?)".into()
-            }
-            e => format!("it exists but cannot be used: {e}"),
-        }),
-        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -266,21 +240,21 @@ pub fn list(ctx: &Ctx) -> Reply {
     // A glob must be well formed as Go's path.Match reads it: a Go server refuses a
     // malformed one, it must never list names under a meaning of kes's own.
     let valid = pattern.len() <= 80
-        && prefix.bytes().all(super::valid_name_char)
+        && prefix.bytes().all(valid_name_char)
         && if is_glob {
             crate::policy::check_syntax(pattern).is_ok()
         } else {
             pattern.strip_suffix('*').unwrap_or(pattern).len() == prefix.len()
         };
     if !valid {
-        return Err(super::invalid_pattern(pattern));
+        return Err(super::ctx::invalid_pattern(pattern));
     }
     let names = ctx
         .state
         .keys
         .list_all(prefix)
         .map_err(|e| store_failure(e, "failed to list keys"))?;
-    Ok(super::ndjson(
+    Ok(super::ctx::ndjson(
         names
             .iter()
             .filter(|n| !is_glob || crate::policy::glob_match(pattern, n))

@@ -1,8 +1,7 @@
 //! `GET /v1/log/error` and `/v1/log/audit`: events as they happen, one JSON object per
 //! line, flushed per event, until the client disconnects.
 
-use super::Ctx;
-use super::routes::Reply;
+use super::ctx::{Ctx, Reply};
 use crate::http::Response;
 use crate::observe::{self, Broadcast};
 

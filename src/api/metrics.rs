@@ -2,8 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Ctx;
-use super::routes::Reply;
+use super::ctx::{Ctx, Reply};
 use crate::http::Response;
 use crate::observe::{Gauges, metrics as registry};
 

@@ -1,15 +1,16 @@
-//! The KES HTTP API: route table, authorization, and the handlers.
+//! The KES HTTP API: authorization, and the handlers of the routes of `crate::routes`.
 //!
 //! A request reaches [`preflight`] as soon as its head is read (route, method and body
 //! limit are checked before any body byte is buffered), then [`serve`] once the body is
-//! complete (identity, policy, handler).
+//! complete (identity, policy, then the route's handler from `handlers::HANDLERS`).
 
+pub mod ctx;
+pub mod handlers;
 pub mod identity;
 pub mod key;
 pub mod log_stream;
 pub mod metrics;
 pub mod policy;
-pub mod routes;
 pub mod sys;
 
 use std::net::IpAddr;
@@ -17,41 +18,11 @@ use std::sync::Arc;
 
 use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
+use crate::identity::PeerIdentity;
 use crate::policy::Verdict;
+use crate::routes::{self, Auth, Lookup, ROUTES, Route};
 use crate::state::{Live, State};
-use routes::{Auth, Lookup, ROUTES, Route};
-
-/// The SDKs compare these errors by status and exact message.
-pub mod errors {
-    pub const NOT_ALLOWED: (u16, &str) = (403, "not authorized: insufficient permissions");
-    pub const KEY_NOT_FOUND: (u16, &str) = (404, "key does not exist");
-    pub const KEY_EXISTS: (u16, &str) = (400, "key already exists");
-    pub const DECRYPT: (u16, &str) = (400, "decryption failed: ciphertext is not authentic");
-    pub const POLICY_NOT_FOUND: (u16, &str) = (404, "policy does not exist");
-    pub const IDENTITY_NOT_FOUND: (u16, &str) = (404, "identity does not exist");
-    pub const NO_CERTIFICATE: (u16, &str) = (400, "tls: client certificate is required");
-}
-
-/// Builds the error response for one of [`errors`].
-pub fn fail((status, message): (u16, &str)) -> Response {
-    Response::error(status, message)
-}
-
-/// Everything a handler may look at.
-pub struct Ctx<'a> {
-    pub state: &'a State,
-    pub live: &'a Live,
-    pub req: &'a Request,
-    pub route: &'static Route,
-    /// The rest of the path after a prefix route: a key, policy or identity name.
-    pub resource: &'a str,
-    /// The caller's identity; empty when unknown.
-    pub identity: &'a str,
-    pub peer: IpAddr,
-    /// The master key the resource names, when the server already took it from the key
-    /// cache (requests served on an event loop, which must not wait for a load).
-    pub cached_key: Option<Arc<KeyVersion>>,
-}
+use ctx::{Ctx, errors, fail};
 
 /// A request whose head passed the route, method and size checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,15 +88,6 @@ pub fn preflight(req: &Request, body_len: Option<u64>) -> Result<Routed, Respons
     })
 }
 
-/// The identity a connection presented, computed once per connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerIdentity {
-    /// The identity of the client's leaf certificate (`tls::peer_identity`).
-    One(String),
-    /// No client certificate.
-    Missing,
-}
-
 /// Authorizes and runs the routed request.
 pub fn serve(
     state: &State,
@@ -165,46 +127,5 @@ pub fn serve(
         peer,
         cached_key,
     };
-    (route.handler)(&ctx).unwrap_or_else(|refusal| refusal)
-}
-
-/// Whether `c` may appear in a key, policy or identity name.
-pub fn valid_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'-' || c == b'_'
-}
-
-/// Names accepted by either Go generation: 1 to 80 of `A-Z a-z 0-9 - _`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 80 && name.bytes().all(valid_name_char)
-}
-
-/// A listing pattern: a name prefix, optionally ending in `*`; empty or `*` for all.
-/// Returns the prefix, or `None` if the pattern is invalid.
-pub fn list_prefix(pattern: &str) -> Option<&str> {
-    let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
-    (prefix.is_empty() || (prefix.len() <= 80 && prefix.bytes().all(valid_name_char)))
-        .then_some(prefix)
-}
-
-/// The 400 answer for an invalid listing pattern.
-pub fn invalid_pattern(pattern: &str) -> Response {
-    Response::error(
-        400,
-        &format!("listing pattern '{pattern}' is empty, too long or is invalid"),
-    )
-}
-
-/// A listing as NDJSON, one object per line, `Content-Type: application/x-ndjson` exactly:
-/// the one listing format both SDK generations read completely (the last SDK switches
-/// on that exact content type; the 2023 SDK reads a stream of objects).
-pub fn ndjson<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Response {
-    let mut body = Vec::new();
-    for item in items {
-        if serde_json::to_writer(&mut body, &item).is_ok() {
-            body.push(b'\n');
-        }
-    }
-    let mut response = Response::new(200).with_header("Content-Type", "application/x-ndjson");
-    response.body = body;
-    response
+    (handlers::HANDLERS[routed.route].1)(&ctx).unwrap_or_else(|refusal| refusal)
 }

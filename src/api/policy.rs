@@ -2,9 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::routes::Reply;
-use super::{Ctx, errors, fail, invalid_pattern, list_prefix, valid_name};
+use super::ctx::{Ctx, Reply, errors, fail, invalid_pattern};
 use crate::http::Response;
+use crate::names::{list_prefix, valid_name};
 use crate::policy::Policy;
 
 fn lookup<'a>(ctx: &'a Ctx) -> Result<&'a Policy, Response> {
@@ -66,7 +66,7 @@ pub fn list(ctx: &Ctx) -> Reply {
     };
     let created_at = ctx.state.started_rfc3339();
     let created_by = created_by(ctx);
-    Ok(super::ndjson(
+    Ok(super::ctx::ndjson(
         ctx.live
             .auth
             .policies

@@ -2,11 +2,10 @@
 
 use serde_json::json;
 
-use super::Ctx;
-use super::routes::ROUTES;
-use super::routes::Reply;
+use super::ctx::{Ctx, Reply};
 use crate::http::Response;
 use crate::keystore::KeyStoreError;
+use crate::routes::ROUTES;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit the binary was built from, when the build knew it.

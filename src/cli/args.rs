@@ -43,6 +43,10 @@ pub const COLOR: Flag = option("color", None);
 /// `-e/--enclave NAME`: accepted for compatibility, ignored (stateless servers).
 pub const ENCLAVE: Flag = option("enclave", Some('e'));
 
+/// `-k` and `-e` alone: the flags of `kes key create`, `import`, `rm`, `encrypt`,
+/// `decrypt` and `dek`.
+pub const BASIC_FLAGS: &[Flag] = &[INSECURE, ENCLAVE];
+
 /// The parsed command line of one command.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Parsed {
@@ -166,6 +170,12 @@ fn rewrite_single_dash_long_flags(args: Vec<OsString>, flags: &[Flag]) -> Vec<Os
 /// config file's parser).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     text.parse::<crate::config::GoDuration>().ok().map(|d| d.0)
+}
+
+/// Splits `args` into the subcommand name and the rest, for command groups.
+pub(crate) fn subcommand(args: &[OsString]) -> Option<(String, Vec<OsString>)> {
+    let first = args.first()?.to_string_lossy().into_owned();
+    Some((first, args[1..].to_vec()))
 }
 
 #[cfg(test)]

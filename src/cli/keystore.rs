@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicBool;
 
 use super::args;
 use super::{Exit, Outcome, output, subcommand};
-use crate::keystore::check::{self, Report, Verdict};
+use crate::keystore::check;
+use crate::keystore::report::{Report, Verdict};
 
 const USAGE: &str = "Usage:
     kes keystore <command>

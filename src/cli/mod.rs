@@ -8,6 +8,7 @@ use std::ffi::OsString;
 
 pub mod args;
 pub mod client;
+mod exit;
 pub mod identity;
 pub mod key;
 pub mod key_rotate;
@@ -21,19 +22,10 @@ pub mod policy;
 pub mod status;
 pub mod survey;
 
-/// How a command ends when it does not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
-    /// Print this usage text on stderr and exit with 2.
-    Help(&'static str),
-    /// Print `Error: <message>` on stderr and exit with 1.
-    Error(String),
-    /// Exit with this code without printing anything.
-    Silent(i32),
-}
-
-/// What a command returns.
-pub type Outcome = Result<(), Exit>;
+// What every command shares, named here for the commands' `use super::…` lines.
+pub(crate) use args::subcommand;
+pub(crate) use client::path_segment;
+pub use exit::{Exit, Outcome};
 
 const USAGE: &str = "Usage:
     kes [options] <command>
@@ -242,25 +234,6 @@ fn exit_on_interrupt() {
             }
         });
     }
-}
-
-/// Splits `args` into the subcommand name and the rest, for command groups.
-pub(crate) fn subcommand(args: &[OsString]) -> Option<(String, Vec<OsString>)> {
-    let first = args.first()?.to_string_lossy().into_owned();
-    Some((first, args[1..].to_vec()))
-}
-
-/// Percent-encodes a path segment (names are plain, but a user may type anything).
-pub(crate) fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'*') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

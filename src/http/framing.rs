@@ -11,7 +11,7 @@
 //! bound of their own ([`MAX_CHUNK_EXTRA`]). docs/bad-input.md lists each form and its
 //! answer.
 
-use super::{HeadError, MAX_HEAD};
+use super::head::{HeadError, MAX_HEAD, Request};
 
 /// How the request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,14 @@ pub const MAX_CHUNK_EXTRA: usize = 64 * 1024;
 /// Optional white space around header values and before chunk extensions.
 fn trim_ows(s: &str) -> &str {
     s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+impl Request {
+    /// The body framing the head announces, or an error for framing that is malformed,
+    /// ambiguous or unsupported (see [`framing`]).
+    pub fn framing(&self) -> Result<BodyFraming, HeadError> {
+        framing(&self.headers)
+    }
 }
 
 /// The body framing that the framing headers among `headers` (names lowercased)

@@ -3,17 +3,17 @@
 //! With a handshake stage (the default), its threads accept themselves: each watches the
 //! listening socket in its own poll, so a new connection reaches the thread that runs
 //! its handshake without a hand-off. Without one (`--handshake-threads 0`), a thread of
-//! its own accepts and hands each connection to its event loop.
+//! its own (`accept_loop`, beside the event loops) accepts and hands each connection to
+//! its event loop.
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Shared;
-use super::conn::{Conn, Next};
+use super::conn::Conn;
+use crate::state::{Gauges, State};
 use crate::sync::lock;
 
 /// The listening socket, shared by the threads that accept from it.
@@ -24,6 +24,9 @@ pub struct Listener {
     max_connections: usize,
     /// Round robin over the event loops, across the accepting threads.
     next_home: AtomicUsize,
+    /// How many event loops there are.
+    homes: usize,
+    gauges: Arc<Gauges>,
 }
 
 /// What [`Listener::accept_all`] ended with.
@@ -39,13 +42,22 @@ pub enum Accepted {
 }
 
 impl Listener {
-    pub fn new(socket: TcpListener, max_connections: usize) -> std::io::Result<Listener> {
+    /// A listener that hands connections to `homes` event loops and counts them in
+    /// `gauges`.
+    pub fn new(
+        socket: TcpListener,
+        max_connections: usize,
+        homes: usize,
+        gauges: Arc<Gauges>,
+    ) -> std::io::Result<Listener> {
         socket.set_nonblocking(true)?;
         Ok(Listener {
             fd: socket.as_raw_fd(),
             socket: Mutex::new(Some(socket)),
             max_connections,
             next_home: AtomicUsize::new(0),
+            homes,
+            gauges,
         })
     }
 
@@ -55,11 +67,12 @@ impl Listener {
     }
 
     /// Accepts every connection that is waiting and gives each to `take`, its event loop
-    /// chosen; refuses those beyond `--max-connections`. `last_refusal_log` rate-limits
-    /// the refusal warning of the calling thread.
+    /// chosen and the TLS config of `state` its own; refuses those beyond
+    /// `--max-connections`. `last_refusal_log` rate-limits the refusal warning of the
+    /// calling thread.
     pub fn accept_all(
         &self,
-        shared: &Shared,
+        state: &State,
         last_refusal_log: &mut Instant,
         mut take: impl FnMut(Conn),
     ) -> Accepted {
@@ -77,7 +90,7 @@ impl Listener {
                     return Accepted::Retry;
                 }
             };
-            let gauges = &shared.gauges;
+            let gauges = &self.gauges;
             if gauges.open_connections.load(Ordering::Acquire) >= self.max_connections {
                 gauges.refused_connections.fetch_add(1, Ordering::Relaxed);
                 if last_refusal_log.elapsed() >= Duration::from_secs(10) {
@@ -90,10 +103,10 @@ impl Listener {
                 drop(sock);
                 continue;
             }
-            let tls = shared.state.live().tls.clone();
+            let tls = state.live().tls.clone();
             match Conn::new(sock, peer, tls, gauges.clone()) {
                 Ok(mut conn) => {
-                    conn.home = self.next_home.fetch_add(1, Ordering::Relaxed) % shared.loops.len();
+                    conn.home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes;
                     take(conn);
                 }
                 Err(e) => log::debug!("cannot set up connection from {peer}: {e}"),
@@ -107,32 +120,4 @@ pub fn never_logged() -> Instant {
     Instant::now()
         .checked_sub(Duration::from_secs(60))
         .unwrap_or_else(Instant::now)
-}
-
-/// The accepting thread of a server without a handshake stage: hands each new
-/// connection to its event loop, which runs the handshake too.
-pub fn accept_loop(shared: &Shared) {
-    let listener = &shared.listener;
-    let mut last_refusal_log = never_logged();
-    while !shared.closing.load(Ordering::Acquire) {
-        let mut fd = libc::pollfd {
-            fd: listener.fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `fd` is a valid pollfd for the duration of the call.
-        if unsafe { libc::poll(&mut fd, 1, 200) } <= 0 {
-            continue;
-        }
-        let accepted = listener.accept_all(shared, &mut last_refusal_log, |conn| {
-            let deadline = conn.first_deadline();
-            shared.send_home(conn, Next::Park(deadline));
-        });
-        match accepted {
-            Accepted::Drained => {}
-            Accepted::Retry => thread::sleep(Duration::from_millis(50)),
-            Accepted::Closed => return,
-        }
-    }
-    listener.close();
 }

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use rustls::ServerConnection;
 use zeroize::Zeroize;
 
-use super::Gauges;
-use crate::api::{PeerIdentity, Routed};
+use crate::api::Routed;
 use crate::crypto::KeyVersion;
 use crate::http::{BodyFraming, Request, Response};
-use crate::state::State;
+use crate::identity::PeerIdentity;
+use crate::state::{Gauges, State};
 
 mod request;
 mod stream;

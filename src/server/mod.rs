@@ -24,7 +24,7 @@ mod renew;
 pub mod run;
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -34,11 +34,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use accept::{Accepted, Listener, accept_loop, never_logged};
+use accept::{Accepted, Listener, never_logged};
 use conn::{Conn, Next, Role};
 pub use conn::{HEADER_TIMEOUT, IDLE_TIMEOUT};
 
-use crate::state::State;
+use crate::state::{Gauges, State};
 use crate::sync::lock;
 
 /// Server tuning that is not part of the original config file.
@@ -67,15 +67,6 @@ impl Default for Limits {
             grace: Duration::from_secs(10),
         }
     }
-}
-
-/// Counters the metrics route reads.
-#[derive(Debug, Default)]
-pub struct Gauges {
-    pub open_connections: AtomicUsize,
-    pub busy_workers: AtomicUsize,
-    pub refused_connections: AtomicUsize,
-    pub workers: AtomicUsize,
 }
 
 struct Shared {
@@ -135,8 +126,13 @@ impl Server {
         gauges
             .workers
             .store(limits.workers.max(1), Ordering::Relaxed);
-        let listener = Listener::new(listener, limits.max_connections)?;
         let (loops, polls) = reactors(limits.loops.max(1))?;
+        let listener = Listener::new(
+            listener,
+            limits.max_connections,
+            loops.len(),
+            gauges.clone(),
+        )?;
         let (stage, stage_polls) = reactors(limits.handshakers)?;
         let (to_pool, pool_rx) = channel::<Conn>();
         let shared = Arc::new(Shared {
@@ -350,7 +346,7 @@ fn event_loop(shared: &Arc<Shared>, role: Role, me: usize, mut poll: Poll) {
             };
             let accepted = shared
                 .listener
-                .accept_all(shared, &mut last_refusal_log, take);
+                .accept_all(&shared.state, &mut last_refusal_log, take);
             accept_retry = accepted == Accepted::Retry;
         }
         for event in events.iter() {
@@ -502,6 +498,34 @@ fn stream(shared: &Arc<Shared>, conn: Conn, events: Receiver<Arc<[u8]>>) {
     if let Err(e) = spawned {
         log::warn!("cannot start a log stream: {e}");
     }
+}
+
+/// The accepting thread of a server without a handshake stage: hands each new
+/// connection to its event loop, which runs the handshake too.
+fn accept_loop(shared: &Shared) {
+    let listener = &shared.listener;
+    let mut last_refusal_log = never_logged();
+    while !shared.closing.load(Ordering::Acquire) {
+        let mut fd = libc::pollfd {
+            fd: listener.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `fd` is a valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut fd, 1, 200) } <= 0 {
+            continue;
+        }
+        let accepted = listener.accept_all(&shared.state, &mut last_refusal_log, |conn| {
+            let deadline = conn.first_deadline();
+            shared.send_home(conn, Next::Park(deadline));
+        });
+        match accepted {
+            Accepted::Drained => {}
+            Accepted::Retry => thread::sleep(Duration::from_millis(50)),
+            Accepted::Closed => return,
+        }
+    }
+    listener.close();
 }
 
 /// A pool worker: runs requests whose handlers may wait, then sends their connections

@@ -255,7 +255,7 @@ fn create_listed_keys(
     reader: crate::crypto::OldestReader,
 ) -> Result<(), String> {
     for name in names {
-        crate::api::key::ensure_key(keys, name, reader)
+        keys.ensure_key(name, reader)
             .map_err(|e| format!("cannot create key '{name}' listed under 'keys:': {e}"))?;
     }
     Ok(())

@@ -4,8 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::transport::{Answer, TransportFailure};
-use crate::keystore::{CALL_BUCKETS, CallStatsSnapshot, RouteCalls};
+use crate::observe::{CALL_BUCKETS, CallStatsSnapshot, RouteCalls};
 
 /// One kind of CipherTrust call. Its label names it in metrics; its path and the
 /// permission it needs name it in error messages (docs/ciphertrust.md, "Permissions").
@@ -156,12 +155,8 @@ impl Default for CallStats {
 
 impl CallStats {
     /// Counts one HTTP exchange (each attempt of a retried call is one).
-    pub(super) fn record(
-        &self,
-        route: CmRoute,
-        took: Duration,
-        result: &Result<Answer, TransportFailure>,
-    ) {
+    /// `status` is the answer's, `None` when the call got no answer.
+    pub(super) fn record(&self, route: CmRoute, took: Duration, status: Option<u16>) {
         let counters = &self.routes[route as usize];
         let secs = took.as_secs_f64();
         if let Some(i) = CALL_BUCKETS.iter().position(|bound| secs <= *bound) {
@@ -171,17 +166,16 @@ impl CallStats {
         counters
             .sum_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-        match result {
-            Ok(answer) => {
-                if let Some(slot) = answer
-                    .status
+        match status {
+            Some(status) => {
+                if let Some(slot) = status
                     .checked_sub(FIRST_STATUS)
                     .and_then(|i| counters.errors.get(usize::from(i)))
                 {
                     slot.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Err(_) => {
+            None => {
                 counters.no_answer.fetch_add(1, Ordering::Relaxed);
             }
         }

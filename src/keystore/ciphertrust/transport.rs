@@ -104,7 +104,8 @@ impl Transport {
     ) -> Result<Answer, TransportFailure> {
         let started = Instant::now();
         let result = self.exchange(call, remaining);
-        self.stats.record(call.route, started.elapsed(), &result);
+        let status = result.as_ref().ok().map(|answer| answer.status);
+        self.stats.record(call.route, started.elapsed(), status);
         result
     }
 

@@ -10,7 +10,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use super::CipherTrustConfig;
+use super::config::CipherTrustConfig;
 use super::transport::CONNECT_TIMEOUT;
 use crate::keystore::KeyStoreError;
 

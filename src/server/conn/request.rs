@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use super::{Conn, HEADER_TIMEOUT, IDLE_TIMEOUT, Pending, Ready, Role, Step};
-use crate::api::{self, PeerIdentity, Routed, routes};
+use crate::api::{self, Routed};
 use crate::crypto::KeyVersion;
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
+use crate::identity::PeerIdentity;
+use crate::routes;
 use crate::state::State;
 
 impl Conn {

@@ -15,15 +15,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
+use super::CipherTrust;
+use super::config::CipherTrustConfig;
 use super::keys2::KeyObject;
 use super::secrets::CreateSecret;
 use super::stats::CmRoute;
 use super::transport::{Answer, CALL_BUDGET, Method, OTHER_ANSWER_LIMIT, json_body};
-use super::{CipherTrust, CipherTrustConfig};
 
 mod resident;
 use crate::keystore::KeyStoreError;
-use crate::keystore::check::{Report, Row, Verdict};
+use crate::keystore::report::{Report, Row, Verdict};
 
 /// Runs the check against the CipherTrust Manager `config` names.
 pub fn run(config: CipherTrustConfig, stop: &AtomicBool) -> Report {

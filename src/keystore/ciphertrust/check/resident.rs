@@ -9,11 +9,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use super::{AAD, AtMostWarn, Check, Judged, Need, fields, key_object, random_bytes};
 use crate::keystore::Sealed;
-use crate::keystore::check::{Row, Verdict};
 use crate::keystore::ciphertrust::crypto::Decrypted;
 use crate::keystore::ciphertrust::keys2::create_key_body;
 use crate::keystore::ciphertrust::stats::CmRoute;
 use crate::keystore::ciphertrust::transport::{CALL_BUDGET, Method};
+use crate::keystore::report::{Row, Verdict};
 
 impl Check<'_> {
     pub(super) fn resident_keys(&mut self) {

@@ -1,13 +1,13 @@
-//! The route table: every API path the server answers, in one place.
+//! The route table: every API path the server answers, in one place, as data.
 //!
-//! The dispatcher, the policy checks (a rule must match some route), the `api:` config
-//! section and `GET /v1/api` all read this table, so a route is added here and nowhere
-//! else.
+//! What each route is (method, path, body limit, timeout, auth, where it runs, whether it
+//! is counted) and nothing else: the handler that answers each route is bound to it in
+//! `api::handlers`, so that the policy checks (a rule must match some route), the `api:`
+//! config section and the server state read this table without the handlers (and
+//! everything they use) beneath them. The dispatcher and `GET /v1/api` read it too. A
+//! route is added here and in `api::handlers::HANDLERS`, at the same index.
 
 use std::time::Duration;
-
-use super::{Ctx, identity, key, log_stream, metrics, policy, sys};
-use crate::http::Response;
 
 /// The HTTP method a route expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,11 +66,6 @@ pub enum Exec {
     Pool,
 }
 
-/// A handler answers with `Ok`, or refuses with `Err` (so that `?` can carry refusals).
-pub type Reply = Result<Response, Response>;
-
-pub type Handler = fn(&Ctx) -> Reply;
-
 /// One API route.
 pub struct Route {
     pub method: Method,
@@ -85,7 +80,6 @@ pub struct Route {
     pub exec: Exec,
     /// Counted in the request metrics (as the last release counts).
     pub metrics: bool,
-    pub handler: Handler,
 }
 
 impl Route {
@@ -100,7 +94,7 @@ const T10: Option<Duration> = Some(Duration::from_secs(10));
 const T15: Option<Duration> = Some(Duration::from_secs(15));
 
 macro_rules! route {
-    ($method:ident $path:literal, $max_body:expr, $timeout:expr, $auth:ident, $exec:ident, $metrics:expr, $handler:path) => {
+    ($method:ident $path:literal, $max_body:expr, $timeout:expr, $auth:ident, $exec:ident, $metrics:expr) => {
         Route {
             method: Method::$method,
             path: $path,
@@ -109,7 +103,6 @@ macro_rules! route {
             auth: Auth::$auth,
             exec: Exec::$exec,
             metrics: $metrics,
-            handler: $handler,
         }
     };
 }
@@ -118,30 +111,30 @@ macro_rules! route {
 /// servers (their MinIO clients use it), plus kes's own `/v1/key/rotate/` (resident keys,
 /// docs/ciphertrust.md).
 pub static ROUTES: &[Route] = &[
-    route!(Get "/version", 0, T10, None, Inline, false, sys::version),
-    route!(Get "/v1/ready", 0, T15, Policy, Pool, false, sys::ready),
-    route!(Get "/v1/status", 0, T15, Policy, Pool, false, sys::status),
-    route!(Get "/v1/metrics", 0, T15, Policy, Pool, false, metrics::metrics),
-    route!(Get "/v1/api", 0, T10, Policy, Inline, false, sys::api),
-    route!(Put "/v1/key/create/", 0, T15, Policy, Pool, true, key::create),
-    route!(Put "/v1/key/import/", MB, T15, Policy, Pool, true, key::import),
-    route!(Get "/v1/key/describe/", 0, T15, Policy, Key, true, key::describe),
-    route!(Get "/v1/key/list/", 0, T15, Policy, Pool, true, key::list),
-    route!(Delete "/v1/key/delete/", 0, T15, Policy, Pool, true, key::delete),
-    route!(Put "/v1/key/encrypt/", MB, T15, Policy, Key, true, key::encrypt),
-    route!(Put "/v1/key/generate/", MB, T15, Policy, Key, true, key::generate),
-    route!(Put "/v1/key/decrypt/", MB, T15, Policy, Key, true, key::decrypt),
-    route!(Post "/v1/key/bulk/decrypt/", MIB, T15, Policy, Key, true, key::bulk_decrypt),
-    route!(Put "/v1/key/hmac/", MB, T15, Policy, Key, true, key::hmac),
-    route!(Post "/v1/key/rotate/", 0, T15, Policy, Pool, true, key::rotate),
-    route!(Get "/v1/policy/describe/", 0, T15, Policy, Inline, true, policy::describe),
-    route!(Get "/v1/policy/read/", 0, T15, Policy, Inline, true, policy::read),
-    route!(Get "/v1/policy/list/", 0, T15, Policy, Inline, true, policy::list),
-    route!(Get "/v1/identity/describe/", 0, T15, Policy, Inline, true, identity::describe),
-    route!(Get "/v1/identity/list/", 0, T15, Policy, Inline, true, identity::list),
-    route!(Get "/v1/identity/self/describe", 0, T15, IdentifyOnly, Inline, true, identity::self_describe),
-    route!(Get "/v1/log/error", 0, None, Policy, Inline, false, log_stream::error),
-    route!(Get "/v1/log/audit", 0, None, Policy, Inline, false, log_stream::audit),
+    route!(Get "/version", 0, T10, None, Inline, false),
+    route!(Get "/v1/ready", 0, T15, Policy, Pool, false),
+    route!(Get "/v1/status", 0, T15, Policy, Pool, false),
+    route!(Get "/v1/metrics", 0, T15, Policy, Pool, false),
+    route!(Get "/v1/api", 0, T10, Policy, Inline, false),
+    route!(Put "/v1/key/create/", 0, T15, Policy, Pool, true),
+    route!(Put "/v1/key/import/", MB, T15, Policy, Pool, true),
+    route!(Get "/v1/key/describe/", 0, T15, Policy, Key, true),
+    route!(Get "/v1/key/list/", 0, T15, Policy, Pool, true),
+    route!(Delete "/v1/key/delete/", 0, T15, Policy, Pool, true),
+    route!(Put "/v1/key/encrypt/", MB, T15, Policy, Key, true),
+    route!(Put "/v1/key/generate/", MB, T15, Policy, Key, true),
+    route!(Put "/v1/key/decrypt/", MB, T15, Policy, Key, true),
+    route!(Post "/v1/key/bulk/decrypt/", MIB, T15, Policy, Key, true),
+    route!(Put "/v1/key/hmac/", MB, T15, Policy, Key, true),
+    route!(Post "/v1/key/rotate/", 0, T15, Policy, Pool, true),
+    route!(Get "/v1/policy/describe/", 0, T15, Policy, Inline, true),
+    route!(Get "/v1/policy/read/", 0, T15, Policy, Inline, true),
+    route!(Get "/v1/policy/list/", 0, T15, Policy, Inline, true),
+    route!(Get "/v1/identity/describe/", 0, T15, Policy, Inline, true),
+    route!(Get "/v1/identity/list/", 0, T15, Policy, Inline, true),
+    route!(Get "/v1/identity/self/describe", 0, T15, IdentifyOnly, Inline, true),
+    route!(Get "/v1/log/error", 0, None, Policy, Inline, false),
+    route!(Get "/v1/log/audit", 0, None, Policy, Inline, false),
 ];
 
 /// The route whose path is exactly `path` (as written in the `api:` config section).
