@@ -3,6 +3,7 @@
 //! This module knows nothing about sockets or TLS: the connection code feeds it bytes
 //! and writes out what it returns, so it can be tested and fuzzed on plain buffers.
 
+pub mod client;
 mod framing;
 mod head;
 mod response;

@@ -181,6 +181,13 @@ impl Keys {
         }
     }
 
+    /// What the cache knows of `name`, never waiting for the keystore: what an event loop
+    /// may ask. A key kes holds is served there; a resident key's call to the keystore
+    /// may be made there (`crate::api::remote`).
+    pub fn cached(&self, name: &str) -> Option<MasterKey> {
+        self.cache.get_fresh(name)
+    }
+
     /// Drops what the cache knows of `name` (a resident key the keystore no longer has).
     pub fn forget(&self, name: &str) {
         self.cache.remove(name);

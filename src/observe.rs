@@ -212,6 +212,18 @@ pub struct Gauges {
     pub keystore_latency: Option<Duration>,
     /// The keystore's remote calls (CipherTrust), if it makes any.
     pub keystore_calls: Option<CallStatsSnapshot>,
+    /// The calls to CipherTrust the event loops make (resident keys), if any.
+    pub upstream: Option<UpstreamGauges>,
+}
+
+/// The event loops' calls to CipherTrust now (`server::upstream`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamGauges {
+    pub in_flight: u64,
+    pub queued: u64,
+    /// Refused since start: the queue was full, or a call waited past its time limit.
+    pub refused: u64,
+    pub connections: u64,
 }
 
 impl Metrics {
@@ -399,6 +411,32 @@ impl Metrics {
         }
         if let Some(calls) = &gauges.keystore_calls {
             render_keystore_calls(&mut out, calls);
+        }
+        if let Some(upstream) = gauges.upstream {
+            gauge(
+                &mut out,
+                "kes_ciphertrust_calls_in_flight",
+                "Calls to CipherTrust Manager the event loops have in flight (resident keys).",
+                upstream.in_flight as f64,
+            );
+            gauge(
+                &mut out,
+                "kes_ciphertrust_calls_queued",
+                "Calls to CipherTrust Manager waiting for room under --cm-calls and --cm-connections.",
+                upstream.queued as f64,
+            );
+            counter(
+                &mut out,
+                "kes_ciphertrust_calls_refused_total",
+                "Requests answered 503 because calls to CipherTrust Manager were at their limit (queue full, or waited past --cm-queue-timeout).",
+                upstream.refused,
+            );
+            gauge(
+                &mut out,
+                "kes_ciphertrust_connections",
+                "Connections the event loops keep to CipherTrust Manager.",
+                upstream.connections as f64,
+            );
         }
         out
     }

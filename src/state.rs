@@ -54,6 +54,12 @@ pub struct Gauges {
     pub busy_workers: AtomicUsize,
     pub refused_connections: AtomicUsize,
     pub workers: AtomicUsize,
+    /// CipherTrust calls the event loops have in flight, queued, and refused (queue full
+    /// or waited too long), and their connections (`server::upstream`).
+    pub cm_in_flight: AtomicUsize,
+    pub cm_queued: AtomicUsize,
+    pub cm_refused: AtomicUsize,
+    pub cm_connections: AtomicUsize,
 }
 
 /// The server's process-wide state.

@@ -3,9 +3,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
+use crate::keystore::remote::{Call, Outcome};
 use crate::routes::Route;
 use crate::state::{Live, State};
 
@@ -68,3 +70,56 @@ pub fn ndjson<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Respon
     response.body = body;
     response
 }
+
+// Requests made on an event loop although they wait for CipherTrust: generate, encrypt
+// and decrypt with a resident key (issue 25; docs/ARCHITECTURE.md, "Calls to
+// CipherTrust"). Their handlers (`handlers::REMOTE`) prepare the call; the loop makes it
+// (`server::upstream`) and hands its outcome to the job's `Finish`.
+
+/// What a request needs.
+pub enum Remote {
+    /// Its answer, at once (a refusal: policy, name, body).
+    Answer(Response),
+    /// A call to make on the loop.
+    Call(RemoteJob),
+    /// It cannot be made on the loop (not a resident key the cache knows, no API token
+    /// yet, a version whose id is not known): the pool runs the blocking handler.
+    Pool,
+}
+
+impl From<Response> for Remote {
+    fn from(response: Response) -> Remote {
+        Remote::Answer(response)
+    }
+}
+
+/// A prepared call and what to make of its outcome.
+pub struct RemoteJob {
+    pub call: Call,
+    pub finish: Finish,
+}
+
+/// Turns a call's outcome (and how long it took), or `None` when it was refused for
+/// want of room (queue full or too long in it), into the answer.
+pub type Finish = Box<dyn FnOnce(&State, Option<(Outcome, Duration)>) -> Resumed + Send>;
+
+/// What a finished call means for its request.
+pub enum Resumed {
+    Answer(Response),
+    /// Make the request again the blocking way, on the pool.
+    Pool,
+}
+
+/// The answer when CipherTrust calls are at their limit: 503 in the original's error
+/// shape, with `Retry-After`.
+pub fn busy() -> Response {
+    Response::error(
+        503,
+        "too many calls to the keystore are waiting: try again later",
+    )
+    .with_header("Retry-After", "1")
+}
+
+/// A handler of a request made on an event loop: prepares its call, given the request's
+/// deadline.
+pub type RemoteHandler = fn(&Ctx, std::time::Instant) -> Remote;

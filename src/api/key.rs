@@ -283,10 +283,11 @@ pub fn encrypt(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: EncryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
     let ciphertext = seal(ctx, name, &req.plaintext.0, &req.context.0)?;
-    Ok(Response::json(
-        200,
-        &json!({ "ciphertext": B64.encode(ciphertext) }),
-    ))
+    Ok(ciphertext_answer(&ciphertext))
+}
+
+fn ciphertext_answer(ciphertext: &[u8]) -> Response {
+    Response::json(200, &json!({ "ciphertext": B64.encode(ciphertext) }))
 }
 
 #[derive(Deserialize, Default)]
@@ -297,23 +298,31 @@ struct GenerateRequest {
 
 pub fn generate(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
-    // The body is optional (the last release reads it only when one is sent).
-    let req: GenerateRequest = if ctx.req.body.iter().all(u8::is_ascii_whitespace) {
-        GenerateRequest::default()
-    } else {
-        parse_object(&ctx.req.body, "invalid request body")?
-    };
+    let req = generate_request(ctx)?;
     let dek = random_dek();
     let ciphertext = seal(ctx, name, dek.as_ref(), &req.context.0)?;
-    let plaintext = Zeroizing::new(B64.encode(dek.as_ref()));
+    Ok(data_key_answer(dek.as_ref(), &ciphertext))
+}
+
+/// The body is optional (the last release reads it only when one is sent).
+fn generate_request(ctx: &Ctx) -> Result<GenerateRequest, Response> {
+    if ctx.req.body.iter().all(u8::is_ascii_whitespace) {
+        Ok(GenerateRequest::default())
+    } else {
+        parse_object(&ctx.req.body, "invalid request body")
+    }
+}
+
+fn data_key_answer(dek: &[u8], ciphertext: &[u8]) -> Response {
+    let plaintext = Zeroizing::new(B64.encode(dek));
     let ciphertext = B64.encode(ciphertext);
-    Ok(Response::json(
+    Response::json(
         200,
         &DataKey {
             plaintext: &plaintext,
             ciphertext: &ciphertext,
         },
-    ))
+    )
 }
 
 /// Answers that carry secrets are serialized from borrowed, zeroized strings, so no
@@ -342,13 +351,17 @@ pub fn decrypt(ctx: &Ctx) -> Reply {
     let req: DecryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
     let key = load(ctx, name)?;
     let plaintext = open(ctx, name, &key, &req)?;
-    let encoded = Zeroizing::new(B64.encode(plaintext.as_slice()));
-    Ok(Response::json(
+    Ok(plaintext_answer(&plaintext))
+}
+
+fn plaintext_answer(plaintext: &[u8]) -> Response {
+    let encoded = Zeroizing::new(B64.encode(plaintext));
+    Response::json(
         200,
         &Plaintext {
             plaintext: &encoded,
         },
-    ))
+    )
 }
 
 pub fn bulk_decrypt(ctx: &Ctx) -> Reply {
@@ -386,14 +399,17 @@ fn seal(ctx: &Ctx, name: &str, plaintext: &[u8], context: &[u8]) -> Result<Vec<u
             .store()
             .seal(name, plaintext, context)
             .map(|sealed| sealed.encode())
-            .map_err(|e| {
-                if e == KeyStoreError::NotFound {
-                    // Deleted in CipherTrust behind kes's back: the next request looks again.
-                    ctx.state.keys.forget(name);
-                }
-                store_failure(e, "failed to encrypt")
-            }),
+            .map_err(|e| seal_failure(ctx.state, name, e)),
     }
+}
+
+/// The answer to a failed encrypt with resident key `name`.
+fn seal_failure(state: &crate::state::State, name: &str, e: KeyStoreError) -> Response {
+    if e == KeyStoreError::NotFound {
+        // Deleted in CipherTrust behind kes's back: the next request looks again.
+        state.keys.forget(name);
+    }
+    store_failure(e, "failed to encrypt")
 }
 
 /// Decrypts one ciphertext with `key`; a ciphertext the key did not make, or made with
@@ -543,5 +559,6 @@ pub fn decode_every_body(body: &[u8]) -> [bool; 6] {
     ]
 }
 
+pub mod remote;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use super::ctx::{Ctx, Reply};
 use crate::http::Response;
-use crate::observe::{Gauges, metrics as registry};
+use crate::observe::{Gauges, UpstreamGauges, metrics as registry};
 
 pub fn metrics(ctx: &Ctx) -> Reply {
     let server = &ctx.state.gauges;
@@ -18,6 +18,12 @@ pub fn metrics(ctx: &Ctx) -> Reply {
         cache_misses: cache.misses,
         keystore_latency: ctx.state.keys.status().ok(),
         keystore_calls: ctx.state.keys.store().call_stats(),
+        upstream: ctx.state.keys.store().remote().map(|_| UpstreamGauges {
+            in_flight: server.cm_in_flight.load(Ordering::Relaxed) as u64,
+            queued: server.cm_queued.load(Ordering::Relaxed) as u64,
+            refused: server.cm_refused.load(Ordering::Relaxed) as u64,
+            connections: server.cm_connections.load(Ordering::Relaxed) as u64,
+        }),
     };
     let mut response =
         Response::new(200).with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");

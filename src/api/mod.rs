@@ -15,6 +15,7 @@ pub mod sys;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
@@ -22,7 +23,7 @@ use crate::identity::PeerIdentity;
 use crate::policy::Verdict;
 use crate::routes::{self, Auth, Lookup, ROUTES, Route};
 use crate::state::{Live, State};
-use ctx::{Ctx, errors, fail};
+use ctx::{Ctx, Remote, errors, fail};
 
 /// A request whose head passed the route, method and size checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,23 +100,9 @@ pub fn serve(
     cached_key: Option<Arc<KeyVersion>>,
 ) -> Response {
     let route = routed.route();
-    let settings = live.route_settings[routed.route];
-    let auth = match route.auth {
-        Auth::Policy if settings.skip_auth => Auth::IdentifyOnly,
-        auth => auth,
-    };
-    let identity = match (auth, who) {
-        (Auth::None, _) => "",
-        (Auth::IdentifyOnly, PeerIdentity::One(id)) => id.as_str(),
-        (Auth::IdentifyOnly, _) => "",
-        (Auth::Policy, PeerIdentity::Missing) => return fail(errors::NO_CERTIFICATE),
-        (Auth::Policy, PeerIdentity::One(id)) => {
-            if live.auth.verify(id, routed.policy_path(req)) == Verdict::Denied {
-                log::debug!("denied {} {} for identity {id}", req.method, req.path);
-                return fail(errors::NOT_ALLOWED);
-            }
-            id.as_str()
-        }
+    let identity = match authorize(live, routed, req, who) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal,
     };
     let ctx = Ctx {
         state,
@@ -128,4 +115,65 @@ pub fn serve(
         cached_key,
     };
     (handlers::HANDLERS[routed.route].1)(&ctx).unwrap_or_else(|refusal| refusal)
+}
+
+/// The caller's identity if the route's auth mode and the caller's policy admit the
+/// request, else the refusal.
+fn authorize<'w>(
+    live: &Live,
+    routed: Routed,
+    req: &Request,
+    who: &'w PeerIdentity,
+) -> Result<&'w str, Response> {
+    let route = routed.route();
+    let settings = live.route_settings[routed.route];
+    let auth = match route.auth {
+        Auth::Policy if settings.skip_auth => Auth::IdentifyOnly,
+        auth => auth,
+    };
+    match (auth, who) {
+        (Auth::None, _) => Ok(""),
+        (Auth::IdentifyOnly, PeerIdentity::One(id)) => Ok(id.as_str()),
+        (Auth::IdentifyOnly, _) => Ok(""),
+        (Auth::Policy, PeerIdentity::Missing) => Err(fail(errors::NO_CERTIFICATE)),
+        (Auth::Policy, PeerIdentity::One(id)) => {
+            if live.auth.verify(id, routed.policy_path(req)) == Verdict::Denied {
+                log::debug!("denied {} {} for identity {id}", req.method, req.path);
+                return Err(fail(errors::NOT_ALLOWED));
+            }
+            Ok(id.as_str())
+        }
+    }
+}
+
+/// Authorizes the routed request and prepares its call, if its route can be made on an
+/// event loop. `deadline` is the request's.
+pub fn prepare_remote(
+    state: &State,
+    live: &Live,
+    routed: Routed,
+    req: &Request,
+    peer: IpAddr,
+    who: &PeerIdentity,
+    deadline: Instant,
+) -> Remote {
+    let route = routed.route();
+    let Some(handler) = handlers::REMOTE[routed.route].1 else {
+        return Remote::Pool;
+    };
+    let identity = match authorize(live, routed, req, who) {
+        Ok(identity) => identity,
+        Err(refusal) => return Remote::Answer(refusal),
+    };
+    let ctx = Ctx {
+        state,
+        live,
+        req,
+        route,
+        resource: routed.resource(req),
+        identity,
+        peer,
+        cached_key: None,
+    };
+    handler(&ctx, deadline)
 }

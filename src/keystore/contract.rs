@@ -2,7 +2,8 @@
 
 use std::sync::{Arc, Barrier};
 
-use super::store::{KeyStore, KeyStoreError};
+use super::error::KeyStoreError;
+use super::store::KeyStore;
 
 /// Create-if-absent, get, paged listing by prefix, delete.
 pub fn create_get_list_delete(store: &dyn KeyStore) {

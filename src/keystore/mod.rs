@@ -11,14 +11,17 @@ pub mod check;
 pub mod ciphertrust;
 #[cfg(test)]
 pub(crate) mod contract;
+mod error;
 pub mod fs;
 pub mod mem;
+pub mod remote;
 pub mod report;
 pub mod sealed;
 mod store;
 
+pub use error::{KeyStoreError, StoredValue};
 pub use sealed::Sealed;
-pub use store::{KeyStore, KeyStoreError, LIST_PAGE, ListPage, StoredValue, page_of};
+pub use store::{KeyStore, LIST_PAGE, ListPage, page_of};
 
 /// Opens the keystore a config describes.
 pub fn open(config: &crate::config::KeyStoreConfig) -> Result<Arc<dyn KeyStore>, String> {

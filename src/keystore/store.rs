@@ -1,19 +1,15 @@
-//! The keystore contract: the [`KeyStore`] trait every backend implements, its errors,
-//! and the paged listing they share.
+//! The keystore contract: the [`KeyStore`] trait every backend implements, and the
+//! paged listing they share (the values and errors are in `error`).
 
-use std::fmt;
 use std::time::Duration;
 
-use zeroize::Zeroizing;
-
+use super::error::{KeyStoreError, StoredValue};
+use super::remote::RemoteCrypto;
 use super::sealed::Sealed;
 use crate::observe::CallStatsSnapshot;
 
 /// The most names one [`KeyStore::list`] call returns, as in the original.
 pub const LIST_PAGE: usize = 1024;
-
-/// A stored key value. It holds key material, so it is wiped when dropped.
-pub type StoredValue = Zeroizing<Vec<u8>>;
 
 /// A page of key names, sorted, and where the next page starts.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,35 +18,6 @@ pub struct ListPage {
     /// The first name of the next page; `None` when the listing is complete.
     pub continue_at: Option<String>,
 }
-
-/// Why a keystore operation failed. Messages never contain key material or credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyStoreError {
-    /// No key with that name.
-    NotFound,
-    /// A key with that name exists already; nothing was written.
-    Exists,
-    /// The keystore could not be reached (network, disk gone, CipherTrust down).
-    Unreachable(String),
-    /// The keystore answered, but with an error.
-    Other(String),
-    /// The keystore, or this key, cannot do what was asked (e.g. rotate a key that has no
-    /// versions); the message says what and why.
-    Unsupported(String),
-}
-
-impl fmt::Display for KeyStoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotFound => f.write_str("key does not exist"),
-            Self::Exists => f.write_str("key already exists"),
-            Self::Unreachable(msg) => write!(f, "key store is not reachable: {msg}"),
-            Self::Other(msg) | Self::Unsupported(msg) => f.write_str(msg),
-        }
-    }
-}
-
-impl std::error::Error for KeyStoreError {}
 
 /// A backend that stores master keys by name.
 ///
@@ -86,6 +53,12 @@ pub trait KeyStore: Send + Sync {
 
     /// What the backend's remote calls took, if it makes any.
     fn call_stats(&self) -> Option<CallStatsSnapshot> {
+        None
+    }
+
+    /// The resident-key crypto an event loop may run itself, if the backend has any
+    /// (`crate::keystore::remote`).
+    fn remote(&self) -> Option<&dyn RemoteCrypto> {
         None
     }
 

@@ -19,9 +19,11 @@ use rustls::ServerConnection;
 use zeroize::Zeroize;
 
 use crate::api::Routed;
+use crate::api::ctx::Finish;
 use crate::crypto::KeyVersion;
 use crate::http::{BodyFraming, Request, Response};
 use crate::identity::PeerIdentity;
+use crate::keystore::remote::Call;
 use crate::state::{Gauges, State};
 
 mod request;
@@ -83,6 +85,10 @@ pub enum Next {
     /// The handshake is done: serve it on its event loop from now on, at once
     /// ([`Next::Yield`]) or when its next bytes arrive ([`Next::Park`]).
     Handoff(Box<Next>),
+    /// A request waits for this call to CipherTrust, which its event loop makes
+    /// (`super::upstream`); the connection waits, parked, until [`Conn::resume`], at most
+    /// until the deadline.
+    Remote(Call, Instant),
 }
 
 /// What a turn ended with, before the queued output is sent.
@@ -94,6 +100,7 @@ enum Turn {
     Offload,
     Yield,
     Handoff,
+    Remote(Call),
     /// The connection's last answer was queued: once it is out, stop sending and discard
     /// what the client still sends (see [`LINGER_QUIET`]).
     Drain,
@@ -116,6 +123,16 @@ struct Ready {
     deadline: Instant,
     /// The master key of an `Exec::Key` route, taken from the key cache on the loop.
     key: Option<Arc<KeyVersion>>,
+}
+
+/// A request whose call to CipherTrust is under way on the event loop.
+struct Awaiting {
+    /// The request, as it goes to the pool should the call not settle it.
+    ready: Ready,
+    finish: Finish,
+    /// The socket was read until drained before the call, and no event came since: the
+    /// turn after the answer need not read it first.
+    drained: bool,
 }
 
 /// A request whose head has arrived and whose body is still arriving.
@@ -149,6 +166,7 @@ pub struct Conn {
     head_started: Option<Instant>,
     pending: Option<Pending>,
     ready: Option<Ready>,
+    awaiting: Option<Awaiting>,
     /// Output is queued that the socket has not taken yet: what to do once it has.
     then: Option<Turn>,
     /// Until when the client must have taken the queued output.
@@ -208,6 +226,7 @@ impl Conn {
             head_started: None,
             pending: None,
             ready: None,
+            awaiting: None,
             then: None,
             write_deadline: accepted + HEADER_TIMEOUT,
             queued: 0,
@@ -224,6 +243,7 @@ impl Conn {
     pub fn mid_request(&self) -> bool {
         self.pending.is_some()
             || self.ready.is_some()
+            || self.awaiting.is_some()
             || self.then.is_some()
             || !self.inbuf.is_empty()
     }
@@ -234,6 +254,8 @@ impl Conn {
             "the TLS handshake"
         } else if self.draining.is_some() {
             "the client to close after the last answer"
+        } else if self.awaiting.is_some() {
+            "CipherTrust Manager to answer its request"
         } else if self.then.is_some() {
             "the client to read its answers"
         } else if self.pending.is_some() {
@@ -261,6 +283,12 @@ impl Conn {
 
     /// Makes all the progress the arrived bytes and the socket's room allow.
     pub fn advance(&mut self, state: &State, closing: bool, role: Role) -> Next {
+        if let Some(awaiting) = &mut self.awaiting {
+            // Bytes that arrive meanwhile wait in the socket: the turn after the answer
+            // starts by reading it.
+            awaiting.drained = false;
+            return Next::Park(awaiting.ready.deadline + HEADER_TIMEOUT);
+        }
         let turn = match self.then.take() {
             Some(turn) => turn,
             None => self.turn(state, closing, role),
@@ -323,6 +351,13 @@ impl Conn {
             Turn::Stream(events) => Next::Stream(events),
             Turn::Offload => Next::Offload,
             Turn::Yield => Next::Yield,
+            Turn::Remote(call) => {
+                let deadline = self
+                    .awaiting
+                    .as_ref()
+                    .map_or(call.deadline, |a| a.ready.deadline);
+                Next::Remote(call, deadline + HEADER_TIMEOUT)
+            }
             Turn::Handoff => unreachable!("settled above"),
             Turn::Drain => {
                 let _ = self.sock.shutdown(std::net::Shutdown::Write);
@@ -382,6 +417,12 @@ impl Conn {
                 Step::Again => continue,
                 Step::Stream(events) => return Ok(Turn::Stream(events)),
                 Step::Offload => return Ok(Turn::Offload),
+                Step::Remote(call) => {
+                    if let Some(awaiting) = &mut self.awaiting {
+                        awaiting.drained = drained;
+                    }
+                    return Ok(Turn::Remote(call));
+                }
                 Step::Drain => return Ok(Turn::Drain),
                 Step::Wait(_) if !drained => {
                     let before = self.inbuf.len();
@@ -425,6 +466,8 @@ enum Step {
     Again,
     /// A complete request waits in `ready` for a pool worker.
     Offload,
+    /// A complete request waits in `awaiting` for this call to CipherTrust.
+    Remote(Call),
     Stream(Receiver<Arc<[u8]>>),
     Wait(Instant),
     /// The connection's last answer was queued (a refusal sent before the request was

@@ -39,6 +39,11 @@ Options:
     --workers N          Threads for requests that may wait for the keystore (default 4
                          per core, 4 to 64); cached keys are served without them.
     --max-connections N  Open connections at most (default 4096); more are refused.
+    --cm-calls N         CipherTrust calls of resident keys in flight at most, all event
+                         loops together (default 256); each loop makes its share itself.
+    --cm-connections N   Connections the event loops keep to CipherTrust (default 256).
+    --cm-queue N         Calls waiting for room at most (default 1024); more get 503.
+    --cm-queue-timeout D How long a call may wait for room (default 2s), then 503.
     -h, --help           Show this help.
 
 Signals: SIGHUP reloads the config (policies, identities, TLS certificate);
@@ -107,6 +112,27 @@ fn parse_flags(args: Vec<OsString>) -> Result<Option<Flags>, String> {
                 flags.limits.max_connections = text(&mut parser)?
                     .parse()
                     .map_err(|_| "--max-connections: not a number")?;
+            }
+            Long("cm-calls") => {
+                flags.limits.cm_calls = bounded(&text(&mut parser)?, "cm-calls", 1, 65_536)?;
+            }
+            Long("cm-connections") => {
+                flags.limits.cm_connections =
+                    bounded(&text(&mut parser)?, "cm-connections", 1, 65_536)?;
+            }
+            Long("cm-queue") => {
+                flags.limits.cm_queue = bounded(&text(&mut parser)?, "cm-queue", 0, 1 << 20)?;
+            }
+            Long("cm-queue-timeout") => {
+                let value = text(&mut parser)?;
+                flags.limits.cm_queue_timeout = value
+                    .parse::<crate::config::GoDuration>()
+                    .ok()
+                    .map(|d| d.0)
+                    .filter(|d| !d.is_zero() && *d <= std::time::Duration::from_secs(60))
+                    .ok_or_else(|| {
+                        format!("--cm-queue-timeout: a duration from 1ms to 60s, such as 2s or 500ms, not '{value}'")
+                    })?;
             }
             Short('h') | Long("help") => return Ok(None),
             Value(v) => {
@@ -339,6 +365,15 @@ fn widen_backlog(listener: &TcpListener) {
 }
 
 /// A number of threads for `--flag`, from `min` to 64.
+/// A number from `min` to `max` for `--flag`.
+fn bounded(value: &str, flag: &str, min: usize, max: usize) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("--{flag}: a number from {min} to {max}"))
+}
+
 fn thread_count(value: &str, flag: &str, min: usize) -> Result<usize, String> {
     value
         .parse()

@@ -69,16 +69,22 @@ impl CipherTrust {
         } else {
             answer
         };
+        self.encrypt_answer(name, &answer)
+    }
+
+    /// What an encrypt answer means (for calls made here and on event loops).
+    pub(super) fn encrypt_answer(
+        &self,
+        name: &str,
+        answer: &Answer,
+    ) -> Result<Sealed, KeyStoreError> {
         match answer.status {
-            200 | 201 => {
-                let encrypted = self.encrypted(name, &answer)?;
-                Ok(encrypted.sealed)
-            }
+            200 | 201 => Ok(self.encrypted(name, answer)?.sealed),
             404 => Err(KeyStoreError::NotFound),
             _ => Err(self.shared.refusal(
                 CmRoute::Encrypt,
                 &format!("could not encrypt with key '{name}'"),
-                &answer,
+                answer,
             )),
         }
     }
@@ -92,16 +98,7 @@ impl CipherTrust {
         with_tag_len: bool,
         deadline: Instant,
     ) -> Result<Answer, KeyStoreError> {
-        let plaintext = Zeroizing::new(B64.encode(plaintext));
-        let aad = (!aad.is_empty()).then(|| B64.encode(aad));
-        let body = json_body(&EncryptRequest {
-            id: name,
-            kind: "name",
-            plaintext: &plaintext,
-            mode: "gcm",
-            tag_len: with_tag_len.then_some(TAG_LEN),
-            aad: aad.as_deref(),
-        });
+        let body = encrypt_body(name, plaintext, aad, with_tag_len);
         self.crypto(CmRoute::Encrypt, &body, deadline)
     }
 
@@ -165,7 +162,18 @@ impl CipherTrust {
             VersionLookup::Unknown => return Ok(None),
         };
         let answer = self.decrypt_call(&id, sealed, aad, deadline)?;
-        match self.decrypted(name, &answer)? {
+        self.decrypt_answer(name, sealed.version, &answer)
+    }
+
+    /// What a decrypt answer means (for calls made here and on event loops): the
+    /// plaintext, `None` for CipherTrust's GCM failure, or an error.
+    pub(super) fn decrypt_answer(
+        &self,
+        name: &str,
+        version: u32,
+        answer: &Answer,
+    ) -> Result<Option<StoredValue>, KeyStoreError> {
+        match self.decrypted(name, answer)? {
             Some(Decrypted::Plaintext(plaintext)) => Ok(Some(plaintext)),
             Some(Decrypted::NotAuthentic) => Ok(None),
             None if answer.status == 404 => {
@@ -176,11 +184,8 @@ impl CipherTrust {
             }
             None => Err(self.shared.refusal(
                 CmRoute::Decrypt,
-                &format!(
-                    "could not decrypt with key '{name}' (version {})",
-                    sealed.version
-                ),
-                &answer,
+                &format!("could not decrypt with key '{name}' (version {version})"),
+                answer,
             )),
         }
     }
@@ -193,16 +198,7 @@ impl CipherTrust {
         aad: &[u8],
         deadline: Instant,
     ) -> Result<Answer, KeyStoreError> {
-        let aad = (!aad.is_empty()).then(|| B64.encode(aad));
-        let body = json_body(&DecryptRequest {
-            id,
-            version: sealed.version,
-            mode: "gcm",
-            iv: &B64.encode(&sealed.iv),
-            tag: &B64.encode(&sealed.tag),
-            ciphertext: &B64.encode(&sealed.ciphertext),
-            aad: aad.as_deref(),
-        });
+        let body = decrypt_body(id, sealed, aad);
         self.crypto(CmRoute::Decrypt, &body, deadline)
     }
 
@@ -253,6 +249,39 @@ impl CipherTrust {
             deadline,
         )
     }
+}
+
+/// The body of an encrypt by key name (docs/ciphertrust.md, fidelity table).
+pub(super) fn encrypt_body(
+    name: &str,
+    plaintext: &[u8],
+    aad: &[u8],
+    with_tag_len: bool,
+) -> Zeroizing<Vec<u8>> {
+    let plaintext = Zeroizing::new(B64.encode(plaintext));
+    let aad = (!aad.is_empty()).then(|| B64.encode(aad));
+    json_body(&EncryptRequest {
+        id: name,
+        kind: "name",
+        plaintext: &plaintext,
+        mode: "gcm",
+        tag_len: with_tag_len.then_some(TAG_LEN),
+        aad: aad.as_deref(),
+    })
+}
+
+/// The body of a decrypt by version id.
+pub(super) fn decrypt_body(id: &str, sealed: &Sealed, aad: &[u8]) -> Zeroizing<Vec<u8>> {
+    let aad = (!aad.is_empty()).then(|| B64.encode(aad));
+    json_body(&DecryptRequest {
+        id,
+        version: sealed.version,
+        mode: "gcm",
+        iv: &B64.encode(&sealed.iv),
+        tag: &B64.encode(&sealed.tag),
+        ciphertext: &B64.encode(&sealed.ciphertext),
+        aad: aad.as_deref(),
+    })
 }
 
 #[derive(Serialize)]

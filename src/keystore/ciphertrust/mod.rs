@@ -46,6 +46,7 @@ mod config;
 mod crypto;
 mod keys2;
 mod paging;
+mod remote;
 mod secrets;
 mod stats;
 mod token;
@@ -65,8 +66,9 @@ use self::stats::{CallStats, CmRoute};
 use self::token::{AuthFailure, Tokens, renewal_loop};
 pub use self::transport::CALL_BUDGET;
 use self::transport::{Call, Method, OTHER_ANSWER_LIMIT, Transport};
-use self::trust::{build_agent, normalize_endpoint};
+use self::trust::{CachedResolver, Direct, build_agent, normalize_endpoint};
 use self::versions::VersionIds;
+use super::remote::RemoteCrypto;
 use super::{KeyStore, KeyStoreError, ListPage, Sealed, StoredValue, page_of};
 use crate::observe::CallStatsSnapshot;
 use crate::sync::lock;
@@ -79,6 +81,10 @@ pub struct CipherTrust {
     versions: VersionIds,
     /// CipherTrust refused the GCM tag length field once: encrypts go without it.
     omit_tag_len: AtomicBool,
+    /// The address the blocking calls last resolved (event loops connect to it).
+    resolver: Arc<CachedResolver>,
+    /// What event loops need to call CipherTrust themselves (`remote`), if they may.
+    direct: Option<Direct>,
 }
 
 impl fmt::Debug for CipherTrust {
@@ -136,7 +142,7 @@ impl CipherTrust {
                  and every key. Configure tls.ca instead."
             );
         }
-        let agent = build_agent(&cfg)?;
+        let reach = build_agent(&cfg)?;
         let retry = if cfg.retry.is_zero() {
             DEFAULT_RETRY
         } else {
@@ -146,7 +152,7 @@ impl CipherTrust {
             shared: Arc::new(Shared {
                 transport: Transport {
                     endpoint,
-                    agent,
+                    agent: reach.agent,
                     stats: CallStats::default(),
                 },
                 tokens: Tokens::new(cfg.refresh_token, cfg.domain, retry),
@@ -154,6 +160,8 @@ impl CipherTrust {
             resident: cfg.resident,
             versions: VersionIds::default(),
             omit_tag_len: AtomicBool::new(false),
+            resolver: reach.resolver,
+            direct: reach.direct,
         })
     }
 }
@@ -290,6 +298,10 @@ impl KeyStore for CipherTrust {
                 .map_err(|failure| failure.to_keystore_error())?;
         }
         Ok(started.elapsed())
+    }
+
+    fn remote(&self) -> Option<&dyn RemoteCrypto> {
+        self.resident.then_some(self as &dyn RemoteCrypto)
     }
 
     fn call_stats(&self) -> Option<CallStatsSnapshot> {

@@ -105,6 +105,11 @@ impl Tokens {
         }
     }
 
+    /// The token to use now, if there is one; never waits (calls made on event loops).
+    pub(super) fn peek(&self) -> Option<Bearer> {
+        lock(&self.state).bearer.clone()
+    }
+
     /// The token to use now, or why there is none.
     pub(super) fn current(&self, transport: &Transport) -> Result<(Bearer, u64), KeyStoreError> {
         let mut state = lock(&self.state);

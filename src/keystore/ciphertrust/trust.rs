@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, ServerName};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
@@ -38,12 +38,33 @@ pub(super) fn normalize_endpoint(endpoint: &str) -> Result<String, KeyStoreError
     }
 }
 
+/// How kes reaches CipherTrust: the blocking HTTP client, the address it last resolved,
+/// and what an event loop needs to make calls itself (`crate::keystore::remote`).
+pub(super) struct Reach {
+    pub(super) agent: ureq::Agent,
+    pub(super) resolver: Arc<CachedResolver>,
+    /// For calls made on event loops: `None` where those go the blocking way (plain
+    /// HTTP, a proxy, verification off).
+    pub(super) direct: Option<Direct>,
+}
+
+/// What an event loop needs to talk to CipherTrust itself.
+pub(super) struct Direct {
+    /// `Host` header: the endpoint's authority.
+    pub(super) host: String,
+    /// The endpoint's path, put in front of `/api/v1/…` (usually empty).
+    pub(super) base: String,
+    pub(super) server_name: ServerName<'static>,
+    pub(super) tls: Arc<rustls::ClientConfig>,
+}
+
 /// The HTTP client: TLS with the configured trust, no redirects (an unexpected redirect
 /// must not carry the token elsewhere), statuses handled by us.
-pub(super) fn build_agent(cfg: &CipherTrustConfig) -> Result<ureq::Agent, KeyStoreError> {
+pub(super) fn build_agent(cfg: &CipherTrustConfig) -> Result<Reach, KeyStoreError> {
     let mut tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()));
+    let mut verified_roots = None;
     if cfg.insecure_skip_verify {
         tls = tls.disable_verification(true);
     } else {
@@ -51,6 +72,7 @@ pub(super) fn build_agent(cfg: &CipherTrustConfig) -> Result<ureq::Agent, KeySto
             Some(path) => load_ca(path)?,
             None => load_system_roots()?,
         };
+        verified_roots = Some(roots.clone());
         let roots: Vec<Certificate<'static>> = roots
             .iter()
             .map(|der| Certificate::from_der(der).to_owned())
@@ -70,11 +92,70 @@ pub(super) fn build_agent(cfg: &CipherTrustConfig) -> Result<ureq::Agent, KeySto
         .max_idle_age(Duration::from_secs(30))
         .user_agent(format!("kes/{}", env!("CARGO_PKG_VERSION")))
         .build();
-    Ok(ureq::Agent::with_parts(
+    let resolver = Arc::new(CachedResolver::default());
+    let agent = ureq::Agent::with_parts(
         config,
         DefaultConnector::default(),
-        CachedResolver::default(),
+        SharedResolver(Arc::clone(&resolver)),
+    );
+    let endpoint = normalize_endpoint(&cfg.endpoint)?;
+    let direct = verified_roots.and_then(|roots| direct(&endpoint, roots));
+    Ok(Reach {
+        agent,
+        resolver,
+        direct,
+    })
+}
+
+/// What an event loop needs for calls of its own, when it may make them: HTTPS, no
+/// proxy in the environment (ureq's blocking calls use it), verification on.
+fn direct(endpoint: &str, roots: Vec<CertificateDer<'static>>) -> Option<Direct> {
+    const PROXY_VARIABLES: [&str; 6] = [
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ];
+    if PROXY_VARIABLES
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
+        return None;
+    }
+    let rest = endpoint
+        .get(..8)?
+        .eq_ignore_ascii_case("https://")
+        .then(|| &endpoint[8..])?;
+    let (authority, base) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    let server_name = ServerName::try_from(host.to_string()).ok()?;
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root).ok()?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
     ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    Some(Direct {
+        host: authority.to_string(),
+        base: base.to_string(),
+        server_name,
+        tls: Arc::new(tls),
+    })
 }
 
 /// The certificates of `tls.ca`: one PEM file, or every regular file of a directory, each
@@ -208,10 +289,35 @@ const RESOLVE_TTL: Duration = Duration::from_secs(30);
 /// limit it does so on a thread of its own: without this, every resident-key operation
 /// would start a thread and ask the system resolver.
 #[derive(Debug, Default)]
-struct CachedResolver {
+pub(super) struct CachedResolver {
     inner: DefaultResolver,
     /// `host:port` as in the URI, when it was resolved, and the addresses.
     cache: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+}
+
+impl CachedResolver {
+    /// The address last resolved, for calls made on event loops (which never wait for a
+    /// lookup). The blocking calls, the status probe among them, keep it fresh.
+    pub(super) fn last(&self) -> Option<std::net::SocketAddr> {
+        crate::sync::lock(&self.cache)
+            .as_ref()
+            .and_then(|(_, _, addrs)| addrs.first().copied())
+    }
+}
+
+/// The agent's handle on the shared [`CachedResolver`].
+#[derive(Debug)]
+struct SharedResolver(Arc<CachedResolver>);
+
+impl Resolver for SharedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        self.0.resolve(uri, config, timeout)
+    }
 }
 
 impl Resolver for CachedResolver {

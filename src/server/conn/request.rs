@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::{Conn, HEADER_TIMEOUT, IDLE_TIMEOUT, Pending, Ready, Role, Step};
+use super::{Awaiting, Conn, HEADER_TIMEOUT, IDLE_TIMEOUT, Next, Pending, Ready, Role, Step, Turn};
+use crate::api::ctx::{Remote, Resumed};
 use crate::api::{self, Routed};
 use crate::crypto::KeyVersion;
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
 use crate::identity::PeerIdentity;
+use crate::keys::MasterKey;
+use crate::keystore::remote::Outcome;
 use crate::routes;
 use crate::state::State;
 
@@ -84,10 +87,97 @@ impl Conn {
             key: None,
         };
         if role == Role::Loop && !answerable_without_waiting(state, &mut ready) {
-            self.ready = Some(ready);
-            return Ok(Step::Offload);
+            return self.remote_or_pool(state, ready, closing);
         }
         self.answer(state, ready, closing)
+    }
+
+    /// A request the loop cannot answer from what it holds: a call to CipherTrust the
+    /// loop makes itself (generate, encrypt, decrypt with a resident key), or the pool.
+    fn remote_or_pool(&mut self, state: &State, ready: Ready, closing: bool) -> io::Result<Step> {
+        let live = state.live();
+        let who = self.who.as_ref().unwrap_or(&PeerIdentity::Missing);
+        let prepared = catch_unwind(AssertUnwindSafe(|| {
+            api::prepare_remote(
+                state,
+                &live,
+                ready.routed,
+                &ready.req,
+                self.peer.ip(),
+                who,
+                ready.deadline,
+            )
+        }))
+        .unwrap_or(Remote::Pool);
+        match prepared {
+            Remote::Pool => {
+                self.ready = Some(ready);
+                Ok(Step::Offload)
+            }
+            Remote::Answer(response) => self.respond(ready, response, closing),
+            Remote::Call(job) => {
+                crate::observe::metrics()
+                    .active
+                    .fetch_add(1, Ordering::Relaxed);
+                self.awaiting = Some(Awaiting {
+                    ready,
+                    finish: job.finish,
+                    drained: false,
+                });
+                Ok(Step::Remote(job.call))
+            }
+        }
+    }
+
+    /// The outcome of the call a request awaited (`None`: it was refused for want of
+    /// room): its answer, or the request goes to the pool after all.
+    pub fn resume(
+        &mut self,
+        state: &State,
+        closing: bool,
+        result: Option<(Outcome, Duration)>,
+    ) -> Next {
+        let Some(Awaiting {
+            ready,
+            finish,
+            drained,
+        }) = self.awaiting.take()
+        else {
+            return Next::Close;
+        };
+        crate::observe::metrics()
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+        let resumed =
+            catch_unwind(AssertUnwindSafe(|| finish(state, result))).unwrap_or_else(|_| {
+                log::error!(
+                    "internal error while serving {} {}",
+                    ready.req.method,
+                    ready.req.path
+                );
+                Resumed::Answer(Response::error(500, "internal server error"))
+            });
+        let response = match resumed {
+            Resumed::Pool => {
+                self.ready = Some(ready);
+                return Next::Offload;
+            }
+            Resumed::Answer(response) => response,
+        };
+        let turn = match self.respond(ready, response, closing) {
+            Ok(Step::Drain) => Turn::Drain,
+            Ok(_) => {
+                // Nothing arrived since the socket was drained: serve what is buffered
+                // without the read that would only say so.
+                self.drained = drained;
+                return self.advance(state, closing, Role::Loop);
+            }
+            Err(e) => {
+                log::debug!("connection from {}: {e}", self.peer);
+                Turn::Close
+            }
+        };
+        self.settle(turn)
     }
 
     /// Runs a complete request and queues its response.
@@ -104,7 +194,7 @@ impl Conn {
             deadline,
             key,
         } = ready;
-        let mut response = if Instant::now() >= deadline {
+        let response = if Instant::now() >= deadline {
             // It waited for a pool worker past its deadline (the keystore hangs and every
             // worker waits for it): answer as the original's timeout does, and spare the
             // keystore a request nobody waits for any more.
@@ -112,6 +202,24 @@ impl Conn {
         } else {
             self.dispatch(state, routed, &req, key)
         };
+        let ready = Ready {
+            req,
+            routed,
+            started,
+            deadline,
+            key: None,
+        };
+        self.respond(ready, response, closing)
+    }
+
+    /// Queues the answer to a request and records it.
+    fn respond(&mut self, ready: Ready, mut response: Response, closing: bool) -> io::Result<Step> {
+        let Ready {
+            req,
+            started,
+            deadline,
+            ..
+        } = ready;
         self.served += 1;
         if let Some(events) = response.stream.take() {
             self.queue(&response.stream_head(), Instant::now() + HEADER_TIMEOUT)?;
@@ -273,7 +381,10 @@ fn answerable_without_waiting(state: &State, ready: &mut Ready) -> bool {
         routes::Exec::Inline => true,
         routes::Exec::Pool => false,
         routes::Exec::Key => {
-            ready.key = state.keys.get_cached(ready.routed.resource(&ready.req));
+            ready.key = match state.keys.cached(ready.routed.resource(&ready.req)) {
+                Some(MasterKey::Local(key)) => Some(key),
+                _ => None,
+            };
             ready.key.is_some()
         }
     }

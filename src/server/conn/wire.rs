@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::{Conn, LINGER_QUIET, READ_SLACK, Turn};
 use crate::http;
+use crate::server::short_read::ShortRead;
 
 impl Conn {
     /// Reads what the socket has into rustls and the decrypted bytes into `inbuf`, up to
@@ -14,10 +15,7 @@ impl Conn {
     pub(super) fn read_socket(&mut self) -> io::Result<bool> {
         let limit = http::MAX_HEAD + self.body_limit() + READ_SLACK;
         while self.inbuf.len() < limit && !self.eof {
-            let mut probe = ShortReadProbe {
-                sock: &self.sock,
-                short: false,
-            };
+            let mut probe = ShortRead::new(&self.sock);
             match self.tls.read_tls(&mut probe) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
@@ -134,20 +132,6 @@ impl Conn {
             wait_writable(&self.sock, deadline)?;
         }
         Ok(())
-    }
-}
-
-/// Reads from the socket and notes whether the kernel returned less than asked for.
-struct ShortReadProbe<'a> {
-    sock: &'a TcpStream,
-    short: bool,
-}
-
-impl Read for ShortReadProbe<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (&mut &*self.sock).read(buf)?;
-        self.short = n > 0 && n < buf.len();
-        Ok(n)
     }
 }
 
