@@ -158,6 +158,8 @@ pub struct Metrics {
     pub active: AtomicU64,
     pub audit_events: AtomicU64,
     pub error_events: AtomicU64,
+    /// CipherTrust API token requests that failed (renewals and first tokens).
+    pub token_failures: AtomicU64,
 }
 
 /// The process's metrics.
@@ -172,7 +174,13 @@ pub fn metrics() -> &'static Metrics {
         active: AtomicU64::new(0),
         audit_events: AtomicU64::new(0),
         error_events: AtomicU64::new(0),
+        token_failures: AtomicU64::new(0),
     })
+}
+
+/// Counts a CipherTrust API token request that failed (`kes_ciphertrust_token_failures_total`).
+pub fn ciphertrust_token_failed() {
+    metrics().token_failures.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Gauges owned by other parts of the server, read when metrics are rendered.
@@ -184,6 +192,9 @@ pub struct Gauges {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub keystore_latency: Option<Duration>,
+    /// The key cache serves in offline mode: the keystore was last found unreachable and
+    /// `cache.expiry.offline` keeps cached keys in use.
+    pub cache_offline: bool,
 }
 
 impl Metrics {
@@ -369,6 +380,24 @@ impl Metrics {
                 latency.as_secs_f64(),
             );
         }
+        gauge(
+            &mut out,
+            "kes_keystore_up",
+            "1 when the keystore status check made for this scrape succeeded, else 0.",
+            f64::from(u8::from(gauges.keystore_latency.is_some())),
+        );
+        gauge(
+            &mut out,
+            "kes_cache_offline",
+            "1 while the key cache serves in offline mode (keystore unreachable, cache.expiry.offline set).",
+            f64::from(u8::from(gauges.cache_offline)),
+        );
+        counter(
+            &mut out,
+            "kes_ciphertrust_token_failures_total",
+            "CipherTrust API token requests that failed; 0 with other keystores.",
+            self.token_failures.load(Ordering::Relaxed),
+        );
         out
     }
 }
@@ -393,6 +422,35 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
         out,
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
     );
+}
+
+/// A family whose samples carry labels: `# HELP`, `# TYPE`, then one line per sample.
+/// A family without samples is left out.
+pub fn labelled(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, f64)],
+) {
+    if samples.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(label, text)| format!("{label}=\"{}\"", escape_label(text)))
+            .collect();
+        let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+/// A label value as the text exposition format writes it.
+fn escape_label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// (threads, resident bytes) of this process, from /proc.

@@ -22,6 +22,8 @@ pub struct Live {
     pub auth: Authorizer,
     pub route_settings: Vec<RouteSettings>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// When the server certificate and the `tls.ca` certificates expire.
+    pub certs: Vec<crate::server::expiry::CertExpiry>,
 }
 
 impl Live {
@@ -38,6 +40,7 @@ impl Live {
             })
             .collect();
         Live {
+            certs: crate::server::expiry::of_config(&config),
             config,
             auth,
             route_settings,

@@ -150,16 +150,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 fn load_roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let files: Vec<PathBuf> = match ca {
-        Some(dir) if dir.is_dir() => {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(|e| format!("cannot read CA directory '{}': {e}", dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
-            files
-        }
-        Some(file) => vec![file.to_path_buf()],
+        Some(ca) => ca_files(ca)?,
         None => [
             "/etc/ssl/certs/ca-certificates.crt",
             "/etc/pki/tls/certs/ca-bundle.crt",
@@ -184,6 +175,20 @@ fn load_roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
         );
     }
     Ok(roots)
+}
+
+/// The files of `tls.ca`: the file itself, or every file of the directory in name order.
+pub fn ca_files(ca: &Path) -> Result<Vec<PathBuf>, String> {
+    if !ca.is_dir() {
+        return Ok(vec![ca.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(ca)
+        .map_err(|e| format!("cannot read CA directory '{}': {e}", ca.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// The last Go release refuses server certificates without a DNS or IP SAN: clients

@@ -18,9 +18,12 @@ pub fn metrics(ctx: &Ctx) -> Reply {
         cache_hits: cache.hits,
         cache_misses: cache.misses,
         keystore_latency: ctx.state.keys.status().ok(),
+        cache_offline: ctx.state.keys.serving_offline(),
     };
+    let mut text = registry().render(&gauges);
+    crate::server::expiry::render_metrics(&mut text, &ctx.live.certs);
     let mut response =
         Response::new(200).with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    response.body = registry().render(&gauges).into_bytes();
+    response.body = text.into_bytes();
     Ok(response)
 }

@@ -150,6 +150,10 @@ pub struct Client {
     endpoints: Vec<String>,
     /// The identity of our client certificate, for error hints.
     identity: String,
+    /// The client certificate and trusted roots (`None`: --insecure), for connections
+    /// made without ureq (`super::server_cert`).
+    client_cert: ClientCert,
+    roots: Option<Vec<Certificate<'static>>>,
 }
 
 impl Client {
@@ -213,12 +217,24 @@ impl Client {
             stream_agent: agent_with(None),
             endpoints,
             identity,
+            client_cert,
+            roots,
         })
     }
 
     /// The first endpoint, as `host:port`.
     pub fn endpoint(&self) -> &str {
         self.endpoints[0].trim_start_matches("https://")
+    }
+
+    /// Every endpoint, as `https://host:port`, in the order they are tried.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The client certificate, and the trusted roots (`None` with --insecure).
+    pub fn tls_material(&self) -> (&ClientCert, Option<&[Certificate<'static>]>) {
+        (&self.client_cert, self.roots.as_deref())
     }
 
     /// The identity of the client certificate in use.

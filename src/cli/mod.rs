@@ -17,6 +17,7 @@ pub mod metric;
 pub mod migrate;
 pub mod output;
 pub mod policy;
+pub mod server_cert;
 pub mod status;
 pub mod survey;
 

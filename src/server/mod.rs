@@ -20,6 +20,7 @@
 mod accept;
 mod conn;
 mod dev;
+pub mod expiry;
 mod renew;
 pub mod run;
 
