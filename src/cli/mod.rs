@@ -17,6 +17,7 @@ pub mod metric;
 pub mod migrate;
 pub mod output;
 pub mod policy;
+pub mod progress;
 pub mod server_cert;
 pub mod status;
 pub mod survey;
@@ -73,9 +74,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
         rest.remove(0);
         return run_server(rest);
     }
-    if rest
-        .first()
-        .is_some_and(|a| !a.to_string_lossy().starts_with('-'))
+    // `kes migrate` handles Ctrl-C itself: it finishes the copies under way.
+    let migrate = |a: &OsString| a == "migrate";
+    let handles_interrupt = rest.first().is_some_and(migrate)
+        || (rest.first().is_some_and(|a| a == "tool") && rest.get(1).is_some_and(migrate));
+    if !handles_interrupt
+        && rest
+            .first()
+            .is_some_and(|a| !a.to_string_lossy().starts_with('-'))
     {
         exit_on_interrupt();
     }
