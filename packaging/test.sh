@@ -207,6 +207,11 @@ drwxr-xr-x 0/0 /usr/share/doc
 drwxr-xr-x 0/0 /usr/share/doc/kes
 -rw-r--r-- 0/0 /usr/share/doc/kes/README.md
 -rw-r--r-- 0/0 /usr/share/doc/kes/copyright
+drwxr-xr-x 0/0 /usr/share/kes
+drwxr-xr-x 0/0 /usr/share/kes/grafana
+-rw-r--r-- 0/0 /usr/share/kes/grafana/kes-dashboard.json
+drwxr-xr-x 0/0 /usr/share/kes/prometheus
+-rw-r--r-- 0/0 /usr/share/kes/prometheus/kes-alerts.yml
 EOF
 check_list deb "$WORK/deb.list" "$WORK/deb.expected"
 [ "$(dpkg-deb -f "$DEB" Depends)" = passwd ] || fail "deb Depends: $(dpkg-deb -f "$DEB" Depends)"
@@ -226,6 +231,8 @@ cat >"$WORK/rpm.expected" <<'EOF'
 -rwxr-xr-x root/root /usr/bin/kes
 -rw-r--r-- root/root /usr/lib/systemd/system/kes.service
 -rw-r--r-- root/root /usr/share/doc/kes/README.md
+-rw-r--r-- root/root /usr/share/kes/grafana/kes-dashboard.json
+-rw-r--r-- root/root /usr/share/kes/prometheus/kes-alerts.yml
 -rw-r--r-- root/root /usr/share/licenses/kes/LICENSE
 EOF
 check_list rpm "$WORK/rpm.list" "$WORK/rpm.expected"
@@ -371,6 +378,11 @@ assert_stat /etc/kes "root:kes 750"
 assert_stat /etc/kes/config.yml "root:kes 640"
 assert_stat /usr/bin/kes "root:root 755"
 ok "kes --version; system user kes; /var/lib/kes kes:kes 0700; /etc/kes/config.yml root:kes 0640"
+if command -v promtool >/dev/null; then
+    promtool check rules /usr/share/kes/prometheus/kes-alerts.yml >"$WORK/promtool.log" 2>&1 ||
+        fail "installed alert rules: $(cat "$WORK/promtool.log")"
+    ok "promtool check rules /usr/share/kes/prometheus/kes-alerts.yml"
+fi
 
 step "systemd-analyze verify"
 if systemd-analyze verify "$UNIT" >"$WORK/verify.log" 2>&1; then
@@ -507,7 +519,7 @@ stop_systemd
 
 step "purge with a key and the TLS files present: keys are kept"
 dpkg --purge kes >"$WORK/purge.log" 2>&1 || fail "dpkg --purge: $(cat "$WORK/purge.log")"
-for gone in /usr/bin/kes "$UNIT" /etc/kes/config.yml /usr/share/doc/kes; do
+for gone in /usr/bin/kes "$UNIT" /etc/kes/config.yml /usr/share/doc/kes /usr/share/kes; do
     [ ! -e "$gone" ] || fail "$gone is still there after purge"
 done
 [ -f "/var/lib/kes/$TEST_KEY" ] || fail "purge deleted the key in /var/lib/kes"

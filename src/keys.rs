@@ -45,6 +45,12 @@ impl Keys {
         self.cache.stats()
     }
 
+    /// Whether the cache serves in offline mode: the keystore was last found unreachable
+    /// and `cache.expiry.offline` keeps cached keys in use meanwhile.
+    pub fn serving_offline(&self) -> bool {
+        self.cache.is_offline() && !self.cache.config().offline.is_zero()
+    }
+
     pub fn describe_store(&self) -> String {
         self.store.describe()
     }

@@ -158,6 +158,8 @@ pub struct Metrics {
     pub active: AtomicU64,
     pub audit_events: AtomicU64,
     pub error_events: AtomicU64,
+    /// CipherTrust API token requests that failed (renewals and first tokens).
+    pub token_failures: AtomicU64,
 }
 
 /// The process's metrics.
@@ -172,6 +174,7 @@ pub fn metrics() -> &'static Metrics {
         active: AtomicU64::new(0),
         audit_events: AtomicU64::new(0),
         error_events: AtomicU64::new(0),
+        token_failures: AtomicU64::new(0),
     })
 }
 
@@ -201,6 +204,11 @@ pub struct RouteCalls {
     pub errors: Vec<(String, u64)>,
 }
 
+/// Counts a CipherTrust API token request that failed (`kes_ciphertrust_token_failures_total`).
+pub fn ciphertrust_token_failed() {
+    metrics().token_failures.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Gauges owned by other parts of the server, read when metrics are rendered.
 pub struct Gauges {
     pub open_connections: u64,
@@ -210,6 +218,9 @@ pub struct Gauges {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub keystore_latency: Option<Duration>,
+    /// The key cache serves in offline mode: the keystore was last found unreachable and
+    /// `cache.expiry.offline` keeps cached keys in use.
+    pub cache_offline: bool,
     /// The keystore's remote calls (CipherTrust), if it makes any.
     pub keystore_calls: Option<CallStatsSnapshot>,
     /// The calls to CipherTrust the event loops make (resident keys), if any.
@@ -438,6 +449,24 @@ impl Metrics {
                 upstream.connections as f64,
             );
         }
+        gauge(
+            &mut out,
+            "kes_keystore_up",
+            "1 when the keystore status check made for this scrape succeeded, else 0.",
+            f64::from(u8::from(gauges.keystore_latency.is_some())),
+        );
+        gauge(
+            &mut out,
+            "kes_cache_offline",
+            "1 while the key cache serves in offline mode (keystore unreachable, cache.expiry.offline set).",
+            f64::from(u8::from(gauges.cache_offline)),
+        );
+        counter(
+            &mut out,
+            "kes_ciphertrust_token_failures_total",
+            "CipherTrust API token requests that failed; 0 with other keystores.",
+            self.token_failures.load(Ordering::Relaxed),
+        );
         out
     }
 }
@@ -470,9 +499,8 @@ fn render_keystore_calls(out: &mut String, calls: &CallStatsSnapshot) {
             route.count
         );
     }
-    if calls.routes.iter().all(|route| route.errors.is_empty()) {
-        return;
-    }
+    // The family is announced even before its first error, so that it is there for
+    // dashboards and the metrics doc from the first call on.
     let name = "kes_ciphertrust_call_errors_total";
     let _ = writeln!(
         out,
@@ -509,6 +537,35 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
         out,
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
     );
+}
+
+/// A family whose samples carry labels: `# HELP`, `# TYPE`, then one line per sample.
+/// A family without samples is left out.
+pub fn labelled(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(Vec<(&str, &str)>, f64)],
+) {
+    if samples.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(label, text)| format!("{label}=\"{}\"", escape_label(text)))
+            .collect();
+        let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+/// A label value as the text exposition format writes it.
+fn escape_label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// (threads, resident bytes) of this process, from /proc.

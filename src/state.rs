@@ -23,6 +23,8 @@ pub struct Live {
     pub auth: Authorizer,
     pub route_settings: Vec<RouteSettings>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// When the server certificate and the `tls.ca` certificates expire.
+    pub certs: Vec<crate::expiry::CertExpiry>,
 }
 
 impl Live {
@@ -39,6 +41,7 @@ impl Live {
             })
             .collect();
         Live {
+            certs: crate::expiry::of_config(&config),
             config,
             auth,
             route_settings,

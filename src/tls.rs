@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
@@ -17,6 +17,7 @@ use rustls::{
 };
 
 use crate::identity::PeerIdentity;
+use crate::pem::{ca_files, load_certs, load_key};
 
 /// How client certificates are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,51 +116,11 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Reads every `CERTIFICATE` block of a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data = std::fs::read(path)
-        .map_err(|e| format!("cannot read certificate '{}': {e}", path.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: invalid PEM certificate: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{}: no PEM 'CERTIFICATE' block found",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-/// Reads the first private key of a PEM file (PKCS#8, SEC1 EC or PKCS#1 RSA).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let data = std::fs::read(path)
-        .map_err(|e| format!("cannot read private key '{}': {e}", path.display()))?;
-    if String::from_utf8_lossy(&data).contains("ENCRYPTED") {
-        return Err(format!(
-            "{}: encrypted private keys are not supported; decrypt it with 'openssl pkey -in KEY -out KEY.plain'",
-            path.display()
-        ));
-    }
-    rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|e| format!("{}: invalid PEM private key: {e}", path.display()))?
-        .ok_or_else(|| format!("{}: no PEM private key found", path.display()))
-}
-
 /// CA certificates from a PEM file or every file of a directory.
 fn load_roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let files: Vec<PathBuf> = match ca {
-        Some(dir) if dir.is_dir() => {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(|e| format!("cannot read CA directory '{}': {e}", dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
-            files
-        }
-        Some(file) => vec![file.to_path_buf()],
+        Some(ca) => ca_files(ca)?,
         None => [
             "/etc/ssl/certs/ca-certificates.crt",
             "/etc/pki/tls/certs/ca-bundle.crt",

@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::json;
 
-use common::{Client, Credential, KES, Kes, Pki, Resp, free_addr};
+use common::{Client, Credential, KES, Kes, Pki, Resp, free_addr, metric};
 use ctm_sim::{CtmSim, REFRESH_TOKEN, Route};
 
 const MS: Duration = Duration::from_millis(1);
@@ -420,13 +420,20 @@ fn refresh_token_revoked_after_start_shows_in_readiness() {
     let config = s.config(
         "config.yml",
         "gemalto.keysecure",
-        &["/v1/ready", "/v1/status"],
+        &["/v1/ready", "/v1/status", "/v1/metrics"],
         "log:\n  error: DEBUG\n",
     );
     let kes = s.start(&config);
     let mut c = kes.client(&s.app);
     assert_eq!(c.get("/v1/ready").status, 200);
     assert_eq!(create(&mut c, "my-app-key").status, 200);
+    let token_failures = |c: &mut Client| {
+        metric(
+            &c.get("/v1/metrics").text(),
+            "kes_ciphertrust_token_failures_total",
+        )
+    };
+    assert_eq!(token_failures(&mut c), 0.0);
 
     s.sim
         .set_refresh_token("a-new-refresh-token-kes-does-not-know");
@@ -447,6 +454,8 @@ fn refresh_token_revoked_after_start_shows_in_readiness() {
         "{}",
         kes.stderr()
     );
+    // Counted for the KesCipherTrustTokenRefreshFailing alert.
+    assert!(token_failures(&mut c) >= 1.0);
     assert_token_not_leaked(&kes);
 }
 
@@ -463,9 +472,22 @@ fn outage_cached_keys_serve_for_the_offline_window_then_fail_and_service_resumes
     let config = s.config(
         "config.yml",
         "gemalto.keysecure",
-        &["/v1/ready", "/v1/status", "/v1/key/describe/*"],
+        &[
+            "/v1/ready",
+            "/v1/status",
+            "/v1/key/describe/*",
+            "/v1/metrics",
+        ],
         "cache:\n  expiry:\n    any: 1m\n    unused: 1s\n    offline: 3s\nlog:\n  error: DEBUG\n",
     );
+    // (kes_keystore_up, kes_cache_offline): what the alerts watch.
+    let health = |c: &mut Client| {
+        let scrape = c.get("/v1/metrics").text();
+        (
+            metric(&scrape, "kes_keystore_up"),
+            metric(&scrape, "kes_cache_offline"),
+        )
+    };
     let kes = s.start(&config);
     let mut c = kes.client(&s.app);
     for name in ["my-app-cached", "my-app-uncached"] {
@@ -473,6 +495,7 @@ fn outage_cached_keys_serve_for_the_offline_window_then_fail_and_service_resumes
     }
     let (plain, cipher) = generate(&mut c, "my-app-cached").unwrap();
     let (_, uncached_cipher) = generate(&mut c, "my-app-uncached").unwrap();
+    assert_eq!(health(&mut c), (1.0, 0.0));
     // Let the uncached key fall out of the cache (unused 1 s) while the other stays in use.
     let idle_until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < idle_until {
@@ -501,6 +524,7 @@ fn outage_cached_keys_serve_for_the_offline_window_then_fail_and_service_resumes
     let r = c.get("/v1/ready");
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(c.get("/v1/status").json()["keystore_unreachable"], true);
+    assert_eq!(health(&mut c), (0.0, 1.0), "serving from the offline cache");
 
     // The cached key keeps working for the offline window, although in use…
     let mut last_ok = down;
@@ -558,6 +582,7 @@ fn outage_cached_keys_serve_for_the_offline_window_then_fail_and_service_resumes
         c.get("/v1/status").json()["keystore_unreachable"],
         json!(null)
     );
+    assert_eq!(health(&mut c), (1.0, 0.0));
     assert_token_not_leaked(&kes);
 }
 

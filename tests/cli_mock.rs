@@ -448,3 +448,49 @@ fn terminal_output_is_for_people() {
         "[\"a\",\"b\"]\n"
     );
 }
+
+/// `kes status` reads `keystore_latency` (and `uptime`) in the unit each server
+/// generation sends (docs/compatibility.md): kes nanoseconds (and it sends
+/// `oldest_reader`), the Go servers of 2023-04…2025-03 milliseconds, 2023-02 none, with
+/// the 2023 servers' uptime in nanoseconds. It also shows when the served certificate
+/// expires (the mock's is valid for an hour).
+#[test]
+fn status_shows_keystore_latency_in_each_generations_unit() {
+    let generations = [
+        (
+            r#"{"version":"0.1.0","os":"linux","arch":"amd64","uptime":120,"num_cpu":2,"num_cpu_used":2,"mem_heap_used":1,"mem_stack_used":1,"oldest_reader":"current","keystore_latency":204000}"#,
+            Some("KeyStore 204µs latency\n"),
+            "Uptime   2 minutes\n",
+        ),
+        (
+            r#"{"version":"2025-03-12T09-35-18Z","os":"linux","arch":"amd64","uptime":120,"num_cpu":2,"num_cpu_used":2,"mem_heap_used":1,"mem_stack_used":1,"keystore_latency":204}"#,
+            Some("KeyStore 204ms latency\n"),
+            "Uptime   2 minutes\n",
+        ),
+        (
+            r#"{"version":"2023-05-02T22-48-10Z","os":"linux","arch":"amd64","uptime":120000000000,"num_cpu":2,"num_cpu_used":2,"mem_heap_used":1,"mem_stack_used":1,"keystore_latency":3}"#,
+            Some("KeyStore 3ms latency\n"),
+            "Uptime   2 minutes\n",
+        ),
+        (
+            r#"{"version":"2023-02-15T14-54-37Z","os":"linux","arch":"amd64","uptime":120000000000,"num_cpu":2,"num_cpu_used":2,"mem_heap_used":1,"mem_stack_used":1}"#,
+            None,
+            "Uptime   2 minutes\n",
+        ),
+    ];
+    for (body, latency, uptime) in generations {
+        let body = body.to_owned();
+        let mock = Mock::start(Box::new(move |_| json(200, &body)));
+        let text = on_terminal(&mock, "status -k", &[("NO_COLOR", "1")]);
+        match latency {
+            Some(line) => assert!(text.contains(line), "{line:?} missing in\n{text}"),
+            None => assert!(!text.contains("KeyStore"), "{text}"),
+        }
+        assert!(text.contains(uptime), "{uptime:?} missing in\n{text}");
+        assert!(
+            text.contains("TLS cert expires")
+                && (text.contains("(in 59 minutes)") || text.contains("(in 1 hour)")),
+            "{text}"
+        );
+    }
+}

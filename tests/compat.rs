@@ -476,7 +476,10 @@ fn migrate_writes_what_the_targets_oldest_reader_reads() {
     let (code, out, err) = run_kes(&["migrate", "--from", &from, "--to", &to]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("Migrated 7 keys, 3 of them rewritten for compat.oldest_reader 2023"),
+        out.starts_with("Migrated 7 keys in ")
+            && out.contains(
+                "  rewritten         3  of the copied and replaced, for compat.oldest_reader 2023\n"
+            ),
         "{out}"
     );
     let (code, out, err) = run_kes(&["survey", "--config", &to]);
@@ -514,7 +517,7 @@ fn migrate_writes_what_the_targets_oldest_reader_reads() {
     let (code, out, err) = run_kes(&["migrate", "--from", &from, "--to", &to, "key-[0246]"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("Migrated 4 keys, 2 of them rewritten"),
+        out.starts_with("Migrated 4 keys in ") && out.contains("  rewritten         2  "),
         "{out}"
     );
     let (_, out, _) = run_kes(&["survey", "--config", &to]);

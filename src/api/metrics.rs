@@ -24,9 +24,12 @@ pub fn metrics(ctx: &Ctx) -> Reply {
             refused: server.cm_refused.load(Ordering::Relaxed) as u64,
             connections: server.cm_connections.load(Ordering::Relaxed) as u64,
         }),
+        cache_offline: ctx.state.keys.serving_offline(),
     };
+    let mut text = registry().render(&gauges);
+    crate::expiry::render_metrics(&mut text, &ctx.live.certs);
     let mut response =
         Response::new(200).with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    response.body = registry().render(&gauges).into_bytes();
+    response.body = text.into_bytes();
     Ok(response)
 }

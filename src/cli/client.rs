@@ -10,7 +10,7 @@ mod settings;
 use std::io::Read;
 use std::time::Duration;
 
-use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{Certificate, ClientCert, RootCerts, TlsConfig, TlsProvider};
 
 use super::Exit;
 use credentials::{load_credentials, load_roots};
@@ -104,6 +104,10 @@ pub struct Client {
     endpoints: Vec<String>,
     /// The identity of our client certificate, for error hints.
     identity: String,
+    /// The client certificate and trusted roots (`None`: --insecure), for connections
+    /// made without ureq (`super::server_cert`).
+    client_cert: ClientCert,
+    roots: Option<Vec<Certificate<'static>>>,
 }
 
 impl Client {
@@ -167,12 +171,24 @@ impl Client {
             stream_agent: agent_with(None),
             endpoints,
             identity,
+            client_cert,
+            roots,
         })
     }
 
     /// The first endpoint, as `host:port`.
     pub fn endpoint(&self) -> &str {
         self.endpoints[0].trim_start_matches("https://")
+    }
+
+    /// Every endpoint, as `https://host:port`, in the order they are tried.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The client certificate, and the trusted roots (`None` with --insecure).
+    pub fn tls_material(&self) -> (&ClientCert, Option<&[Certificate<'static>]>) {
+        (&self.client_cert, self.roots.as_deref())
     }
 
     /// The identity of the client certificate in use.

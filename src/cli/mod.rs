@@ -19,6 +19,8 @@ pub mod metric;
 pub mod migrate;
 pub mod output;
 pub mod policy;
+pub mod progress;
+pub mod server_cert;
 pub mod status;
 pub mod survey;
 
@@ -66,10 +68,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
         rest.remove(0);
         return run_server(rest);
     }
-    // `kes keystore check` handles Ctrl-C itself: it cleans up what it made first.
-    if rest
-        .first()
-        .is_some_and(|a| !a.to_string_lossy().starts_with('-') && a != "keystore")
+    // `kes migrate` handles Ctrl-C itself: it finishes the copies under way; so does
+    // `kes keystore check`: it cleans up what it made first.
+    let migrate = |a: &OsString| a == "migrate";
+    let handles_interrupt = rest.first().is_some_and(|a| migrate(a) || a == "keystore")
+        || (rest.first().is_some_and(|a| a == "tool") && rest.get(1).is_some_and(migrate));
+    if !handles_interrupt
+        && rest
+            .first()
+            .is_some_and(|a| !a.to_string_lossy().starts_with('-'))
     {
         exit_on_interrupt();
     }

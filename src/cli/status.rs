@@ -58,6 +58,36 @@ pub struct State {
     pub keystore_unreachable: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keystore_unavailable: bool,
+    /// Sent by kes servers only (`compat.oldest_reader`); tells them from the Go servers,
+    /// which send `keystore_latency` in another unit. Left out of `--json`, which keeps
+    /// the SDK's shape.
+    #[serde(default, skip_serializing)]
+    pub oldest_reader: Option<String>,
+}
+
+impl State {
+    /// The keystore probe's latency, read in the unit this server generation sends:
+    /// kes sends nanoseconds (a Go duration, as both SDKs decode it); the Go servers of
+    /// 2023-04 to 2025-03 send whole milliseconds; 2023-02 sends none
+    /// (docs/compatibility.md).
+    pub fn keystore_latency(&self) -> Option<Duration> {
+        match (self.keystore_latency, &self.oldest_reader) {
+            (0, _) => None,
+            (n, Some(_)) => Some(Duration::from_nanos(n)),
+            (n, None) => Some(Duration::from_millis(n)),
+        }
+    }
+
+    /// The uptime in seconds. The Go servers of 2023 send nanoseconds (a Go duration
+    /// rounded to the second), later ones and kes whole seconds. A rounded duration in
+    /// nanoseconds is 0 or at least 1e9, and 1e9 seconds would be 31 years.
+    pub fn uptime_seconds(&self) -> f64 {
+        if self.uptime >= 1e9 {
+            (self.uptime / 1e9).round()
+        } else {
+            self.uptime
+        }
+    }
 }
 
 /// One entry of `/v1/api`.
@@ -141,15 +171,39 @@ pub fn run(raw: Vec<OsString>) -> Outcome {
         };
         return output::print(&text);
     }
+    let certificate = if short {
+        None
+    } else {
+        super::server_cert::expiry(&client)
+    };
     output::print(&status_text(
         client.endpoint(),
         &state,
         latency,
+        certificate,
         &apis,
         short,
         parsed.has("api"),
         paint,
     ))
+}
+
+/// The server certificate's line: when it expires and how long that is from now;
+/// yellow within 30 days, red within 7 and once expired.
+fn certificate_text(not_after: i64, now: i64, paint: Paint) -> String {
+    let at = output::short_date(&crate::timefmt::format_rfc3339(not_after, 0));
+    let left = not_after - now;
+    let days = left / 86_400;
+    let text = if left <= 0 {
+        format!("expired {at} UTC")
+    } else {
+        format!("expires {at} UTC ({})", crate::expiry::time_left(left))
+    };
+    match days {
+        _ if left <= 0 || days < 7 => paint.red(&text),
+        0..30 => paint.yellow(&text),
+        _ => text,
+    }
 }
 
 fn uptime_text(seconds: f64) -> String {
@@ -169,10 +223,12 @@ fn uptime_text(seconds: f64) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn status_text(
     endpoint: &str,
     state: &State,
     latency: Duration,
+    certificate: Option<i64>,
     apis: &[Api],
     short: bool,
     show_apis: bool,
@@ -189,7 +245,7 @@ fn status_text(
         out.push_str(&format!(
             "{} {}\n",
             label("Uptime"),
-            uptime_text(state.uptime)
+            uptime_text(state.uptime_seconds())
         ));
         let latency = Duration::from_millis(latency.as_millis() as u64);
         out.push_str(&format!(
@@ -221,11 +277,18 @@ fn status_text(
                 label("KeyStore"),
                 paint.red("unreachable")
             ));
-        } else if state.keystore_latency > 0 {
+        } else if let Some(latency) = state.keystore_latency() {
             out.push_str(&format!(
-                "{} {}ms latency\n",
+                "{} {} latency\n",
                 label("KeyStore"),
-                state.keystore_latency
+                output::format_duration(latency)
+            ));
+        }
+        if let Some(not_after) = certificate {
+            out.push_str(&format!(
+                "{} {}\n",
+                label("TLS cert"),
+                certificate_text(not_after, crate::timefmt::now().0, paint)
             ));
         }
     }
@@ -267,6 +330,78 @@ mod tests {
         );
     }
 
+    /// The probe latency in each generation's unit (docs/compatibility.md): kes sends
+    /// nanoseconds and `oldest_reader`; the Go servers of 2023-04…2025-03 milliseconds;
+    /// 2023-02 nothing.
+    #[test]
+    fn keystore_latency_is_read_in_the_unit_each_generation_sends() {
+        let kes: State = serde_json::from_str(
+            r#"{"version":"0.1.0","uptime":5,"keystore_latency":204000,"oldest_reader":"current"}"#,
+        )
+        .unwrap();
+        assert_eq!(kes.keystore_latency(), Some(Duration::from_micros(204)));
+        let go_2025: State = serde_json::from_str(
+            r#"{"version":"2025-03-12T09-35-18Z","uptime":5,"keystore_latency":3}"#,
+        )
+        .unwrap();
+        assert_eq!(go_2025.keystore_latency(), Some(Duration::from_millis(3)));
+        let go_2023_02: State =
+            serde_json::from_str(r#"{"version":"2023-02-15T14-54-37Z","uptime":5000000000}"#)
+                .unwrap();
+        assert_eq!(go_2023_02.keystore_latency(), None);
+        let text = |state: &State| {
+            status_text(
+                "h:1",
+                state,
+                Duration::ZERO,
+                None,
+                &[],
+                false,
+                false,
+                Paint { enabled: false },
+            )
+        };
+        assert!(
+            text(&kes).contains("KeyStore 204µs latency\n"),
+            "{}",
+            text(&kes)
+        );
+        assert!(text(&go_2025).contains("KeyStore 3ms latency\n"));
+        assert!(!text(&go_2023_02).contains("KeyStore"));
+        // The 2023 servers' uptime is a Go duration in nanoseconds.
+        assert_eq!(go_2023_02.uptime_seconds(), 5.0);
+        assert!(text(&go_2023_02).contains("Uptime   5 seconds"));
+        assert_eq!(go_2025.uptime_seconds(), 5.0);
+        // --json keeps the SDK's shape: no oldest_reader.
+        assert!(
+            !serde_json::to_string(&kes)
+                .unwrap()
+                .contains("oldest_reader")
+        );
+    }
+
+    #[test]
+    fn certificate_line_says_when_and_how_soon() {
+        let plain = Paint { enabled: false };
+        let now = 1_700_000_000;
+        assert_eq!(
+            certificate_text(now + 40 * 86_400, now, plain),
+            "expires 2023-12-24 22:13:20 UTC (in 40 days)"
+        );
+        assert_eq!(
+            certificate_text(now + 5 * 3600 + 10, now, plain),
+            "expires 2023-11-15 03:13:30 UTC (in 5 hours)"
+        );
+        assert_eq!(
+            certificate_text(now - 1, now, plain),
+            "expired 2023-11-14 22:13:19 UTC"
+        );
+        let colour = Paint { enabled: true };
+        assert!(certificate_text(now + 20 * 86_400, now, colour).starts_with("\x1b[33m"));
+        assert!(certificate_text(now + 3 * 86_400, now, colour).starts_with("\x1b[31m"));
+        assert!(!certificate_text(now + 90 * 86_400, now, colour).contains('\x1b'));
+    }
+
     #[test]
     fn text_has_every_line() {
         let state = State {
@@ -285,6 +420,7 @@ mod tests {
             "127.0.0.1:7373",
             &state,
             Duration::from_millis(3),
+            None,
             &apis,
             false,
             true,

@@ -7,11 +7,16 @@
 //! certificate; connections already open keep theirs. A pair that does not load (half
 //! written, key and certificate not yet matching) keeps the running one, with one error
 //! in the log per change of the files; the next change is tried again.
+//!
+//! The same thread warns of certificates close to expiry (`super::expiry`), at start and
+//! on every turn, so that a renewal or a SIGHUP that brings a short-lived certificate is
+//! warned about within one interval.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::expiry::{Role, Warner};
 use crate::state::State;
 
 /// How often the files are looked at: a `stat` of three files, nothing more.
@@ -61,7 +66,9 @@ pub fn spawn(
         .spawn(move || {
             let mut files = tls_files(&state);
             let mut seen = stamps(&files);
+            let mut warner = Warner::default();
             loop {
+                warn_of_expiry(&state, &mut warner);
                 std::thread::sleep(INTERVAL);
                 // A SIGHUP may have named other files.
                 let now_files = tls_files(&state);
@@ -77,8 +84,9 @@ pub fn spawn(
                 seen = now;
                 match state.reload_tls(build) {
                     Ok(()) => log::info!(
-                        "tls: the certificate files changed; new connections get {}",
-                        files[0].display()
+                        "tls: the certificate files changed; new connections get {}{}",
+                        files[0].display(),
+                        valid_until(&state)
                     ),
                     Err(e) => log::error!(
                         "tls: the certificate files changed but do not load, keeping the running certificate: {e}"
@@ -87,4 +95,28 @@ pub fn spawn(
             }
         })
         .map(|_| ())
+}
+
+/// Logs the expiry warnings that are due for the certificates in use.
+fn warn_of_expiry(state: &State, warner: &mut Warner) {
+    let now = crate::timefmt::now().0;
+    for (level, message) in warner.check(&state.live().certs, now) {
+        log::log!(level, "{message}");
+    }
+}
+
+/// ", valid until …" for the server certificate now in use.
+fn valid_until(state: &State) -> String {
+    state
+        .live()
+        .certs
+        .iter()
+        .find(|c| c.role == Role::Server)
+        .map(|c| {
+            format!(
+                ", valid until {}",
+                crate::timefmt::format_rfc3339(c.not_after, 0)
+            )
+        })
+        .unwrap_or_default()
 }

@@ -123,6 +123,9 @@ struct Inner {
     state: Mutex<State>,
     token_secs: AtomicU64,
     latency_ms: AtomicU64,
+    /// Requests being answered right now (handled, latency included), and the most seen.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     /// Answer every request with this status (0: off).
     fail_status: AtomicU32,
     /// Answer this many next requests with 503.
@@ -230,6 +233,8 @@ impl CtmSim {
             }),
             token_secs: AtomicU64::new(300),
             latency_ms: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
             fail_status: AtomicU32::new(0),
             fail_next: AtomicU32::new(0),
             route_failures: Mutex::new(HashMap::new()),
@@ -292,6 +297,11 @@ impl CtmSim {
     }
 
     /// Delay added before every answer.
+    /// The most requests answered at the same time so far.
+    pub fn max_concurrent(&self) -> u64 {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.inner
             .latency_ms
@@ -582,11 +592,16 @@ fn serve_connection(inner: &Inner, tcp: TcpStream) {
         if !inner.up.load(Ordering::SeqCst) {
             return;
         }
+        let now_in_flight = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner
+            .max_in_flight
+            .fetch_max(now_in_flight, Ordering::SeqCst);
         let reply = handle(inner, &method, &target, &headers, &body);
         let latency = inner.latency_ms.load(Ordering::SeqCst);
         if latency > 0 {
             thread::sleep(Duration::from_millis(latency));
         }
+        inner.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !inner.up.load(Ordering::SeqCst) {
             return;
         }

@@ -195,6 +195,7 @@ impl Tokens {
                 Ok((bearer, state.generation))
             }
             Err(failure) => {
+                crate::observe::ciphertrust_token_failed();
                 state.problem = Some(failure.clone());
                 state.next_attempt = if state.bearer.is_some() {
                     now + self.retry
