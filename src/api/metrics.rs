@@ -18,6 +18,7 @@ pub fn metrics(ctx: &Ctx) -> Reply {
         cache_misses: cache.misses,
         keystore_latency: ctx.state.keys.status().ok(),
         keystore_calls: ctx.state.keys.store().call_stats(),
+        intermediate_keys: ctx.state.keys.ik_stats(),
     };
     let mut response =
         Response::new(200).with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");

@@ -19,9 +19,9 @@ use rustls::ServerConnection;
 use zeroize::Zeroize;
 
 use crate::api::Routed;
-use crate::crypto::KeyVersion;
 use crate::http::{BodyFraming, Request, Response};
 use crate::identity::PeerIdentity;
+use crate::keys::Warm;
 use crate::state::{Gauges, State};
 
 mod request;
@@ -114,8 +114,8 @@ struct Ready {
     routed: Routed,
     started: Instant,
     deadline: Instant,
-    /// The master key of an `Exec::Key` route, taken from the key cache on the loop.
-    key: Option<Arc<KeyVersion>>,
+    /// The master key of an `Exec::Key` route, taken on the loop (`api::warm_key`).
+    key: Option<Warm>,
 }
 
 /// A request whose head has arrived and whose body is still arriving.
