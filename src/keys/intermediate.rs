@@ -100,13 +100,7 @@ impl IntermediateKeys {
     /// The IKs of a server with `settings` (`None`: off), and with the setting on, the
     /// sweeper thread that wipes spent IKs (it ends when the IKs are dropped).
     pub fn new(settings: Option<IntermediateKeySettings>) -> Arc<IntermediateKeys> {
-        let keys = Arc::new(IntermediateKeys {
-            settings,
-            slots: OnceLock::new(),
-            maps: Mutex::default(),
-            hits: Default::default(),
-            misses: Default::default(),
-        });
+        let keys = IntermediateKeys::without_sweeper(settings);
         if let Some(settings) = settings {
             let weak = Arc::downgrade(&keys);
             let every = (settings.ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -120,6 +114,18 @@ impl IntermediateKeys {
             }
         }
         keys
+    }
+
+    /// The IKs without the sweeper thread: spent IKs stay in memory (never used) until
+    /// room is needed. For the tests of the rules that must hold without it.
+    fn without_sweeper(settings: Option<IntermediateKeySettings>) -> Arc<IntermediateKeys> {
+        Arc::new(IntermediateKeys {
+            settings,
+            slots: OnceLock::new(),
+            maps: Mutex::default(),
+            hits: Default::default(),
+            misses: Default::default(),
+        })
     }
 
     /// Whether the setting is on: new data keys are sealed under IKs.

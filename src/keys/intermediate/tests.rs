@@ -219,18 +219,46 @@ fn an_ik_is_used_for_at_most_max_uses_data_keys() {
 fn an_ik_is_never_used_past_its_ttl() {
     let cm = Cm::default();
     let ttl = Duration::from_millis(200);
-    let (node1, node2) = (on(ttl, 1000), on(ttl, 1000));
+    // Without the sweeper: the TTL holds at every use, not only when spent IKs are wiped.
+    let settings = Some(IntermediateKeySettings {
+        ttl,
+        max_uses: 1000,
+    });
+    let (node1, node2) = (
+        IntermediateKeys::without_sweeper(settings),
+        IntermediateKeys::without_sweeper(settings),
+    );
     let first = seal(&node1, &cm, "k").0;
     open(&node2, &cm, "k", &first).unwrap();
     assert_eq!(cm.calls(), (1, 1));
-    thread::sleep(ttl + Duration::from_millis(50));
+    thread::sleep(ttl + Duration::from_millis(20));
     assert!(node1.warm_seal("k", 0).is_none());
     assert!(node2.warm_open("k", &header(&first)).is_none());
+    assert_eq!(
+        node2.stats().unwrap().live_open,
+        0,
+        "expired IKs are not live"
+    );
     let second = seal(&node1, &cm, "k").0;
     assert_ne!(header(&first), header(&second));
     let (plain, how) = open(&node2, &cm, "k", &first).unwrap();
     assert_eq!((plain.is_some(), how), (true, IkUse::Unwrapped));
     assert_eq!(cm.calls(), (2, 2));
+}
+
+#[test]
+fn the_sweeper_wipes_spent_iks() {
+    let cm = Cm::default();
+    let ttl = Duration::from_millis(200);
+    let node = on(ttl, 1000);
+    let envelope = seal(&node, &cm, "k").0;
+    open(&node, &cm, "k", &envelope).unwrap();
+    let slots = Arc::clone(node.slots.get().unwrap().as_ref().unwrap());
+    assert_eq!((lock(&node.maps).entries, slots.in_use()), (2, 1));
+    // The sweeper runs every ttl/4 (at least 50 ms): the IK is gone, and its locked slot
+    // wiped and free, without any request asking for it.
+    thread::sleep(ttl + Duration::from_millis(150));
+    assert_eq!((lock(&node.maps).entries, slots.in_use()), (0, 0));
 }
 
 #[test]
