@@ -237,14 +237,20 @@ impl Keys {
         }
     }
 
-    /// The master key `name` if a decrypt of `ciphertext` (when the request has one) can
-    /// be answered without waiting: a key kes holds, or a resident key with the
-    /// intermediate key of the ciphertext kept (one use taken for the request).
-    pub fn warm_open(&self, name: &str, ciphertext: Option<&[u8]>) -> Option<Warm> {
+    /// The master key `name` if a decrypt of the request's ciphertext (`ciphertext`:
+    /// read from the request only for a resident key) can be answered without waiting: a
+    /// key kes holds, or a resident key with the intermediate key of the ciphertext kept
+    /// (one use taken for the request).
+    pub fn warm_open(
+        &self,
+        name: &str,
+        ciphertext: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Warm> {
         match self.cache.get_fresh(name)? {
             MasterKey::Local(key) => Some(Warm::Held(key)),
             MasterKey::Resident { version } => {
-                let envelope = IkEnvelope::parse(ciphertext?).ok()?;
+                let ciphertext = ciphertext()?;
+                let envelope = IkEnvelope::parse(&ciphertext).ok()?;
                 let ik = self.iks.warm_open(name, envelope.header)?;
                 Some(Warm::Resident { version, ik })
             }

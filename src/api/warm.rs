@@ -19,7 +19,7 @@ pub fn warm_key(state: &State, route: &Route, name: &str, body: &[u8]) -> Option
     let keys = &state.keys;
     match route.path {
         "/v1/key/generate/" | "/v1/key/encrypt/" => keys.warm_seal(name),
-        "/v1/key/decrypt/" => keys.warm_open(name, ciphertext_of(body).as_deref()),
+        "/v1/key/decrypt/" => keys.warm_open(name, || ciphertext_of(body)),
         _ => keys.get_cached(name).map(Warm::Held),
     }
 }

@@ -102,6 +102,8 @@ impl IntermediateKeys {
     pub fn new(settings: Option<IntermediateKeySettings>) -> Arc<IntermediateKeys> {
         let keys = IntermediateKeys::without_sweeper(settings);
         if let Some(settings) = settings {
+            // The locked memory now, so that a memlock limit too small shows at start.
+            let _ = keys.locked_slots();
             let weak = Arc::downgrade(&keys);
             let every = (settings.ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
             let spawned = thread::Builder::new()
@@ -222,12 +224,9 @@ impl IntermediateKeys {
     pub fn stats(&self) -> Option<IkStats> {
         self.settings?;
         let now = Instant::now();
-        let maps = lock(&self.maps);
-        let live = |side: Side| {
-            maps.ready()
-                .filter(|(s, ik)| *s == side && now < ik.expires)
-                .count() as u64
-        };
+        let mut maps = lock(&self.maps);
+        maps.drop_where(|_, ik, uses_left| uses_left == 0 || now >= ik.expires);
+        let live = |side: Side| maps.ready().filter(|(s, _)| *s == side).count() as u64;
         let count =
             |counters: &[AtomicU64; 2], side: Side| counters[side as usize].load(Ordering::Relaxed);
         Some(IkStats {
@@ -414,6 +413,18 @@ impl IntermediateKeys {
     }
 
     fn slot(&self) -> Result<LockedSlot, KeyStoreError> {
+        self.locked_slots()
+            .and_then(LockedSlots::take)
+            .ok_or_else(|| {
+                KeyStoreError::Other(
+                    "no memory left for intermediate keys (all locked slots in use); try again"
+                        .into(),
+                )
+            })
+    }
+
+    /// The locked memory of the IKs, mapped at the first call.
+    fn locked_slots(&self) -> Option<&Arc<LockedSlots>> {
         let slots = self.slots.get_or_init(|| {
             match LockedSlots::new(MAX_ENTRIES + SPARE_SLOTS, IK_LEN) {
                 Ok(slots) => {
@@ -430,11 +441,7 @@ impl IntermediateKeys {
                 }
             }
         });
-        slots.as_ref().and_then(LockedSlots::take).ok_or_else(|| {
-            KeyStoreError::Other(
-                "no memory left for intermediate keys (all locked slots in use); try again".into(),
-            )
-        })
+        slots.as_ref()
     }
 
     /// A new IK of key `name`, wrapped by the keystore.
