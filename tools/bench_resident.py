@@ -184,7 +184,8 @@ def compare(binary, work, ctm, latency_file):
         print(f"{RUNS} run(s) of {DURATION} per point and server, alternating, each after "
               "a 1 s warm-up run; medians\n")
         print("| CM latency | op | conns | held req/s (runs) | IK req/s (runs) | IK ÷ held "
-              "| held p50 / p99 ms | IK p50 / p99 ms | IK p99 ÷ held | errors | CPU µs/req held / IK |")
+              "| held p50 / p99 ms (p99 runs) | IK p50 / p99 ms (p99 runs) | IK p99 ÷ held | errors "
+              "| CPU µs/req held / IK |")
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for latency in LATENCIES:
             with open(latency_file, "w") as f:
@@ -206,7 +207,8 @@ def compare(binary, work, ctm, latency_file):
                           f"| **{h[0]:,.0f}** ({bench.fmt_runs([x[0] for x in runs['held']])}) "
                           f"| **{i[0]:,.0f}** ({bench.fmt_runs([x[0] for x in runs['intermediate']])}) "
                           f"| {100 * i[0] / h[0]:.0f} % "
-                          f"| {h[1]:.2f} / {h[2]:.2f} | {i[1]:.2f} / {i[2]:.2f} "
+                          f"| {h[1]:.2f} / {h[2]:.2f} ({bench.fmt_runs([x[2] for x in runs['held']], 2)}) "
+                          f"| {i[1]:.2f} / {i[2]:.2f} ({bench.fmt_runs([x[2] for x in runs['intermediate']], 2)}) "
                           f"| {i[2] / h[2]:.2f}× | {errors} | {h[4]:.0f} / {i[4]:.0f} |",
                           flush=True)
     finally:
