@@ -26,11 +26,11 @@ pub use key::{
     Cipher, DecryptError, KEY_LEN, KeyError, KeyVersion, OVERHEAD, RANDOM_LEN, random_dek,
 };
 pub use level::OldestReader;
+pub use random::fill_random;
 pub use stored::StoredForm;
 
 // For the parts beside `key`: `use super::{...}` names these.
 use key::{IV_LEN, NONCE_LEN, TAG_LEN, key_array};
-use random::fill_random;
 
 #[cfg(test)]
 mod tests;

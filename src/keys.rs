@@ -1,15 +1,22 @@
 //! The server's view of master keys: a keystore plus the parsed-key cache in front of it.
 //!
 //! Handlers never talk to a keystore directly: reads go through the cache (so MinIO's
-//! hot path costs a lookup, not a CipherTrust round trip), deletes evict.
+//! hot path costs a lookup, not a CipherTrust round trip), deletes evict. Resident keys
+//! seal and open data keys through the keystore, or under intermediate keys
+//! (`intermediate`) when the CipherTrust section turns them on.
+
+mod intermediate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::intermediate::{Ik, IkUse, IntermediateKeys, MAX_BYTES, MAX_ENTRIES};
 use crate::cache::{CacheConfig, CacheStats, DEFAULT_PROBE_INTERVAL, KeyCache};
-use crate::config::CacheExpiry;
+use crate::config::{CacheExpiry, IntermediateKeySettings};
 use crate::crypto::{Cipher, KeyVersion, OldestReader};
-use crate::keystore::{KeyStore, KeyStoreError};
+use crate::keystore::sealed::{Envelope, IkEnvelope, is_reserved_context};
+use crate::keystore::{KeyStore, KeyStoreError, StoredValue};
+use crate::observe::IkStats;
 
 /// A master key as the cache keeps it.
 #[derive(Clone)]
@@ -21,15 +28,31 @@ pub enum MasterKey {
     Resident { version: u32 },
 }
 
+/// A master key taken for a request on an event loop, which must be answered there
+/// without waiting for the keystore.
+#[derive(Clone)]
+pub enum Warm {
+    /// A key kes holds, from the key cache.
+    Held(Arc<KeyVersion>),
+    /// A resident key, and the intermediate key kept for this request (its use taken).
+    Resident { version: u32, ik: Arc<Ik> },
+}
+
 pub struct Keys {
     store: Arc<dyn KeyStore>,
     cache: KeyCache<MasterKey>,
+    iks: Arc<IntermediateKeys>,
 }
 
 impl Keys {
     /// Puts a cache with `expiry` in front of `store`, and starts the prober that tells
-    /// the cache when the store goes offline.
-    pub fn new(store: Arc<dyn KeyStore>, expiry: CacheExpiry) -> Keys {
+    /// the cache when the store goes offline. `intermediate`: resident keys seal data
+    /// keys under intermediate keys (`None`: every use is a keystore call).
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        expiry: CacheExpiry,
+        intermediate: Option<IntermediateKeySettings>,
+    ) -> Keys {
         let cache = KeyCache::new(CacheConfig {
             any: expiry.any,
             unused: expiry.unused,
@@ -38,7 +61,11 @@ impl Keys {
         if let Err(e) = cache.watch(store.clone(), DEFAULT_PROBE_INTERVAL) {
             log::warn!("cannot start the keystore prober: {e}");
         }
-        Keys { store, cache }
+        Keys {
+            store,
+            cache,
+            iks: IntermediateKeys::new(intermediate),
+        }
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -134,8 +161,10 @@ impl Keys {
             ))),
             MasterKey::Resident { .. } => {
                 let version = self.store.rotate(name)?;
-                // The next load reads the newest version again (one keystore call).
+                // The next load reads the newest version again (one keystore call), and
+                // the next data key takes a new intermediate key of it.
                 self.cache.remove(name);
+                self.iks.rotated(name);
                 Ok(version)
             }
         }
@@ -194,16 +223,111 @@ impl Keys {
         self.cache.get_fresh(name)
     }
 
-    /// Drops what the cache knows of `name` (a resident key the keystore no longer has).
+    /// Drops what the cache knows of `name`, and its intermediate keys (a resident key
+    /// the keystore no longer has).
     pub fn forget(&self, name: &str) {
         self.cache.remove(name);
+        self.iks.forget(name);
     }
 
     /// Deletes `name` from the keystore, then from the cache.
     pub fn delete(&self, name: &str) -> Result<(), KeyStoreError> {
         let result = self.store.delete(name);
-        self.cache.remove(name);
+        self.forget(name);
         result
+    }
+
+    /// The master key `name` if a request that seals a new data key with it (generate,
+    /// encrypt) can be answered without waiting: a key kes holds, or a resident key whose
+    /// intermediate key for new data keys is kept (one use taken for the request).
+    pub fn warm_seal(&self, name: &str) -> Option<Warm> {
+        match self.cache.get_fresh(name)? {
+            MasterKey::Local(key) => Some(Warm::Held(key)),
+            MasterKey::Resident { version } => Some(Warm::Resident {
+                version,
+                ik: self.iks.warm_seal(name, version)?,
+            }),
+        }
+    }
+
+    /// The master key `name` if a decrypt of the request's ciphertext (`ciphertext`:
+    /// read from the request only for a resident key) can be answered without waiting: a
+    /// key kes holds, or a resident key with the intermediate key of the ciphertext kept
+    /// (one use taken for the request).
+    pub fn warm_open(
+        &self,
+        name: &str,
+        ciphertext: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Warm> {
+        match self.cache.get_fresh(name)? {
+            MasterKey::Local(key) => Some(Warm::Held(key)),
+            MasterKey::Resident { version } => {
+                let ciphertext = ciphertext()?;
+                let envelope = IkEnvelope::parse(&ciphertext).ok()?;
+                let ik = self.iks.warm_open(name, envelope.header)?;
+                Some(Warm::Resident { version, ik })
+            }
+        }
+    }
+
+    /// Seals `plaintext` with resident key `name` (newest known version `version`),
+    /// `context` as associated data: under an intermediate key when they are on (`warm`:
+    /// the one taken for this request), else by the keystore. The envelope, and how the
+    /// intermediate key was had (`None`: none was used).
+    pub fn seal_resident(
+        &self,
+        name: &str,
+        version: u32,
+        plaintext: &[u8],
+        context: &[u8],
+        warm: Option<&Arc<Ik>>,
+    ) -> Result<(Vec<u8>, Option<IkUse>), KeyStoreError> {
+        let sealed = if self.iks.enabled() {
+            self.iks
+                .seal(&*self.store, name, version, plaintext, context, warm)
+                .map(|(envelope, how)| (envelope, Some(how)))
+        } else {
+            self.store
+                .seal(name, plaintext, context)
+                .map(|sealed| (sealed.encode(), None))
+        };
+        if matches!(sealed, Err(KeyStoreError::NotFound)) {
+            // Deleted in the keystore behind kes's back: the next request looks again.
+            self.forget(name);
+        }
+        sealed
+    }
+
+    /// Opens an envelope of resident key `name` of either form, whatever the setting:
+    /// `Ok(None)` when it is not authentic (not an envelope, another key's, another
+    /// context, tampered with).
+    pub fn open_resident(
+        &self,
+        name: &str,
+        ciphertext: &[u8],
+        context: &[u8],
+        warm: Option<&Arc<Ik>>,
+    ) -> Result<(Option<StoredValue>, Option<IkUse>), KeyStoreError> {
+        match Envelope::parse(ciphertext) {
+            Err(_) => Ok((None, None)),
+            // The context an intermediate key is wrapped with: never a data key's.
+            Ok(Envelope::Direct(_)) if is_reserved_context(context) => Ok((None, None)),
+            Ok(Envelope::Direct(sealed)) => Ok((self.store.unseal(name, &sealed, context)?, None)),
+            Ok(Envelope::Intermediate(envelope)) => self
+                .iks
+                .open(&*self.store, name, &envelope, context, warm)
+                .map(|(plaintext, how)| (plaintext, Some(how))),
+        }
+    }
+
+    /// Whether resident keys seal data keys under intermediate keys (`intermediate_key:`).
+    pub fn uses_intermediate_keys(&self) -> bool {
+        self.iks.enabled()
+    }
+
+    /// The intermediate keys' numbers, when they are on.
+    pub fn ik_stats(&self) -> Option<IkStats> {
+        self.iks.stats()
     }
 
     /// Every key name starting with `prefix`, sorted, across all keystore pages.

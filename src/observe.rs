@@ -80,6 +80,8 @@ pub struct RequestRecord<'a> {
     pub path: &'a str,
     pub status: u16,
     pub elapsed: Duration,
+    /// A kes-only field of the audit event (name, value), if the handler set one.
+    pub extra: Option<(&'a str, &'a str)>,
 }
 
 /// Where console audit lines go (`log.audit` on): a writer thread, so requests never
@@ -136,12 +138,16 @@ fn audit_line(r: &RequestRecord) -> String {
     if !r.identity.is_empty() {
         request["identity"] = r.identity.into();
     }
-    serde_json::json!({
+    let mut event = serde_json::json!({
         "time": crate::timefmt::format_rfc3339(secs, nanos),
         "request": request,
         "response": { "code": r.status, "time": r.elapsed.as_nanos() as u64 },
-    })
-    .to_string()
+    });
+    if let Some((name, value)) = r.extra {
+        // After the original's fields, which stay as they are; the SDKs skip unknown ones.
+        event[name] = value.into();
+    }
+    event.to_string()
 }
 
 /// Histogram bucket bounds of `kes_http_response_time`, in seconds (the original's).
@@ -209,6 +215,23 @@ pub fn ciphertrust_token_failed() {
     metrics().token_failures.fetch_add(1, Ordering::Relaxed);
 }
 
+/// What the intermediate keys of resident keys count (docs/metrics.md), when they are on.
+/// "Seal": IKs that seal new data keys; "open": IKs that open envelopes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IkStats {
+    /// IKs kept now, by side.
+    pub live_seal: u64,
+    pub live_open: u64,
+    /// Uses served by a kept IK (each would have been a keystore call), by side.
+    pub hits_seal: u64,
+    pub hits_open: u64,
+    /// Uses that needed a wrap or an unwrap, by side.
+    pub misses_seal: u64,
+    pub misses_open: u64,
+    /// Whether the IKs' memory is locked (mlock).
+    pub locked: bool,
+}
+
 /// Gauges owned by other parts of the server, read when metrics are rendered.
 pub struct Gauges {
     pub open_connections: u64,
@@ -223,6 +246,8 @@ pub struct Gauges {
     pub cache_offline: bool,
     /// The keystore's remote calls (CipherTrust), if it makes any.
     pub keystore_calls: Option<CallStatsSnapshot>,
+    /// Intermediate keys of resident keys, when they are on.
+    pub intermediate_keys: Option<IkStats>,
     /// The calls to CipherTrust the event loops make (resident keys), if any.
     pub upstream: Option<UpstreamGauges>,
 }
@@ -467,8 +492,53 @@ impl Metrics {
             "CipherTrust API token requests that failed; 0 with other keystores.",
             self.token_failures.load(Ordering::Relaxed),
         );
+        if let Some(iks) = &gauges.intermediate_keys {
+            render_intermediate_keys(&mut out, iks);
+        }
         out
     }
+}
+
+/// The intermediate keys of resident keys, by purpose: `encrypt` (IKs that seal new data
+/// keys) and `decrypt` (IKs that open envelopes).
+fn render_intermediate_keys(out: &mut String, iks: &IkStats) {
+    for (name, kind, help, [encrypt, decrypt]) in [
+        (
+            "kes_intermediate_keys_live",
+            "gauge",
+            "Intermediate keys kept in memory now, by purpose.",
+            [iks.live_seal, iks.live_open],
+        ),
+        (
+            "kes_intermediate_key_cache_hits_total",
+            "counter",
+            "Data keys sealed or opened under a kept intermediate key, by purpose.",
+            [iks.hits_seal, iks.hits_open],
+        ),
+        (
+            "kes_intermediate_key_cache_misses_total",
+            "counter",
+            "Data keys that needed CipherTrust to wrap (encrypt) or unwrap (decrypt) an intermediate key, by purpose.",
+            [iks.misses_seal, iks.misses_open],
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{purpose=\"encrypt\"}} {encrypt}\n{name}{{purpose=\"decrypt\"}} {decrypt}"
+        );
+    }
+    counter(
+        out,
+        "kes_intermediate_key_ciphertrust_calls_saved_total",
+        "CipherTrust calls that intermediate keys saved: each cache hit is a data key that would have been one call.",
+        iks.hits_seal + iks.hits_open,
+    );
+    gauge(
+        out,
+        "kes_intermediate_keys_locked",
+        "1 when the intermediate keys' memory is locked (never swapped), 0 when the memlock limit refused it.",
+        f64::from(u8::from(iks.locked)),
+    );
 }
 
 /// The CipherTrust call histogram and error answers, per route (docs/metrics.md).

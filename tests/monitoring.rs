@@ -103,8 +103,9 @@ fn families_of(scrape: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A scrape of kes with resident CipherTrust keys, after a key was made and used: the
-/// families only a CipherTrust keystore and the event loops' calls to it export.
+/// A scrape of kes with resident CipherTrust keys and intermediate keys, after a key was
+/// made and used: the families only a CipherTrust keystore, the event loops' calls to
+/// it, and intermediate keys export.
 fn ciphertrust_scrape() -> String {
     use base64::Engine;
     let pki = Pki::new();
@@ -113,7 +114,7 @@ fn ciphertrust_scrape() -> String {
     let config = pki.config(
         "ctm.yml",
         &format!(
-            "admin:\n  identity: {}\nkeystore:\n  ciphertrust:\n    endpoint: {}\n    credentials:\n      token: {}\n    tls:\n      ca: {}\n    master_keys: resident\n",
+            "admin:\n  identity: {}\nkeystore:\n  ciphertrust:\n    endpoint: {}\n    credentials:\n      token: {}\n    tls:\n      ca: {}\n    master_keys: resident\n    intermediate_key:\n      ttl: 5m\n      max_uses: 1000\n",
             admin.identity,
             sim.endpoint(),
             ctm_sim::REFRESH_TOKEN,

@@ -6,12 +6,20 @@ into every stand-in answer. Measures generate and decrypt with kes-bench at each
 and connection count, and compares the throughput with pool workers / latency, the most
 the pool can carry when every request waits for one CipherTrust call.
 
+With COMPARE=1 it measures instead the budget of intermediate keys (issue 26): the
+same kes once with `intermediate_key:` (resident keys whose data keys are sealed under
+intermediate keys that CipherTrust wraps) and once with keys kes holds (`master_keys:
+exported`: CipherTrust secrets, loaded once into the key cache), against the one
+stand-in at each latency; runs alternate between the two servers, each after a warm-up
+run, and the table gives the ratios of throughput and p99.
+
 Usage:
     tools/bench_resident.py HELPER_TEST_BINARY [KES_BINARY]
 
 Environment:
     LATENCIES="1 5 20" (ms)  CONNECTIONS="8 64"  OPS="generate decrypt"
     WORKERS=8  RUNS=1  DURATION=10s  BENCH=target/release/kes-bench
+    COMPARE=1  IK_TTL=5m  IK_MAX_USES=1000000
 
 Build first:
     cargo build --release -p kes --bin kes && cargo build --release -p kes-bench
@@ -37,14 +45,27 @@ OPS = os.environ.get("OPS", "generate decrypt").split()
 WORKERS = int(os.environ.get("WORKERS", "8"))
 RUNS = int(os.environ.get("RUNS", "1"))
 DURATION = os.environ.get("DURATION", "10s")
+COMPARE = os.environ.get("COMPARE") == "1"
+IK_TTL = os.environ.get("IK_TTL", "5m")
+IK_MAX_USES = os.environ.get("IK_MAX_USES", "1000000")
 
 
 class ResidentServer(bench.Server):
     """A bench.Server whose keystore is the stand-in with resident master keys."""
 
-    def __init__(self, binary, work, ctm):
+    def __init__(self, binary, work, ctm, keys="resident"):
+        """`keys`: resident, intermediate (resident with intermediate keys) or held
+        (master_keys: exported, keys kes holds)."""
         super().__init__(binary, work)
         endpoint, ca, token = ctm
+        section = {
+            "resident": "    master_keys: resident\n",
+            "intermediate": (
+                "    master_keys: resident\n"
+                f"    intermediate_key: {{ttl: {IK_TTL}, max_uses: {IK_MAX_USES}}}\n"
+            ),
+            "held": "    master_keys: exported\n",
+        }[keys]
         with open(self.config, "w") as f:
             f.write(
                 f"tls:\n  key: {self.pki}/server.key\n  cert: {self.pki}/server.cert\n"
@@ -52,7 +73,7 @@ class ResidentServer(bench.Server):
                 f"keystore:\n  ciphertrust:\n    endpoint: {endpoint}\n"
                 f"    credentials:\n      token: {token}\n"
                 f"    tls:\n      ca: {ca}\n"
-                f"    master_keys: resident\n"
+                + section
             )
         self.extra_args = ["--workers", str(WORKERS)]
         self.ctm_endpoint = endpoint
@@ -95,6 +116,8 @@ def main():
             time.sleep(0.05)
         with open(info) as f:
             ctm = f.read().split("\n")[:3]
+        if COMPARE:
+            return compare(binary, work, ctm, latency_file)
         server = ResidentServer(binary, work, ctm)
         server.start()
         print(f"kes {binary} (--workers {WORKERS}) at {server.url}, stand-in at {ctm[0]}")
@@ -135,6 +158,62 @@ def main():
         except subprocess.TimeoutExpired:
             sim.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(server, op, conns, key, duration=None):
+    """One kes-bench run: (req/s, p50 ms, p99 ms, errors, kes CPU µs per request)."""
+    meter = bench.CpuMeter(server)
+    r = server.bench("--op", op, "--connections", str(conns),
+                     "--duration", duration or DURATION, "--key-name", key,
+                     "--context", "bucket/object")
+    cpu = meter.per_request(r["requests"])[0]
+    return (r["throughput_rps"], r["latency_ms"]["p50"], r["latency_ms"]["p99"],
+            r["errors"], cpu)
+
+
+def compare(binary, work, ctm, latency_file):
+    """Intermediate keys against keys kes holds, same stand-in, runs alternating."""
+    servers = {}
+    try:
+        for keys in ("intermediate", "held"):
+            servers[keys] = ResidentServer(binary, work, ctm, keys)
+            servers[keys].start()
+        print(f"kes {binary} (--workers {WORKERS}); intermediate keys at "
+              f"{servers['intermediate'].url} (ttl {IK_TTL}, max_uses {IK_MAX_USES}), "
+              f"held keys at {servers['held'].url}, stand-in at {ctm[0]}")
+        print(f"{RUNS} run(s) of {DURATION} per point and server, alternating, each after "
+              "a 1 s warm-up run; medians\n")
+        print("| CM latency | op | conns | held req/s (runs) | IK req/s (runs) | IK ÷ held "
+              "| held p50 / p99 ms (p99 runs) | IK p50 / p99 ms (p99 runs) | IK p99 ÷ held | errors "
+              "| CPU µs/req held / IK |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for latency in LATENCIES:
+            with open(latency_file, "w") as f:
+                f.write(str(latency))
+            time.sleep(0.5)
+            for op in OPS:
+                for conns in CONNECTIONS:
+                    runs = {"held": [], "intermediate": []}
+                    for _ in range(RUNS):
+                        for keys in ("held", "intermediate"):
+                            server, key = servers[keys], f"{keys}-bench"
+                            measure(server, op, conns, key, "1s")
+                            runs[keys].append(measure(server, op, conns, key))
+                    med = {k: [statistics.median(x[i] for x in v) for i in range(5)]
+                           for k, v in runs.items()}
+                    errors = sum(x[3] for v in runs.values() for x in v)
+                    h, i = med["held"], med["intermediate"]
+                    print(f"| {latency} ms | {op} | {conns} "
+                          f"| **{h[0]:,.0f}** ({bench.fmt_runs([x[0] for x in runs['held']])}) "
+                          f"| **{i[0]:,.0f}** ({bench.fmt_runs([x[0] for x in runs['intermediate']])}) "
+                          f"| {100 * i[0] / h[0]:.0f} % "
+                          f"| {h[1]:.2f} / {h[2]:.2f} ({bench.fmt_runs([x[2] for x in runs['held']], 2)}) "
+                          f"| {i[1]:.2f} / {i[2]:.2f} ({bench.fmt_runs([x[2] for x in runs['intermediate']], 2)}) "
+                          f"| {i[2] / h[2]:.2f}× | {errors} | {h[4]:.0f} / {i[4]:.0f} |",
+                          flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 if __name__ == "__main__":

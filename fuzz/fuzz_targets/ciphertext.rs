@@ -1,5 +1,7 @@
 //! Decrypting arbitrary bytes (every ciphertext format) never panics; a resident-key
-//! envelope that parses encodes back to the same bytes.
+//! envelope that parses encodes back to the same bytes; a format-2 envelope (under an
+//! intermediate key) that parses has a header that is its wrap's encoding and opens, if
+//! at all, without a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -12,5 +14,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(sealed) = kes::keystore::Sealed::parse(ciphertext) {
         assert_eq!(sealed.encode(), ciphertext);
+    }
+    use kes::keystore::sealed::{Envelope, ik_header};
+    if let Ok(Envelope::Intermediate(envelope)) = Envelope::parse(ciphertext) {
+        assert_eq!(ik_header(&envelope.wrapped).unwrap(), envelope.header);
+        assert!(ciphertext.starts_with(envelope.header));
+        let _ = envelope.open(&[7u8; 32], context);
     }
 });

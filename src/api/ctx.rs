@@ -2,11 +2,10 @@
 //! the SDKs compare by message, and the NDJSON form of listings.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
+use crate::keys::Warm;
 use crate::keystore::remote::{Call, Outcome};
 use crate::routes::Route;
 use crate::state::{Live, State};
@@ -38,9 +37,9 @@ pub struct Ctx<'a> {
     /// The caller's identity; empty when unknown.
     pub identity: &'a str,
     pub peer: IpAddr,
-    /// The master key the resource names, when the server already took it from the key
-    /// cache (requests served on an event loop, which must not wait for a load).
-    pub cached_key: Option<Arc<KeyVersion>>,
+    /// The master key the resource names, when the server already took it (requests
+    /// served on an event loop, which must not wait for a load or a keystore call).
+    pub cached_key: Option<Warm>,
 }
 
 /// A handler answers with `Ok`, or refuses with `Err` (so that `?` can carry refusals).

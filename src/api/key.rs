@@ -1,6 +1,7 @@
 //! Key routes: create, import, describe, list, delete, and the cryptographic operations
 //! MinIO calls on every encrypted PUT (generate) and GET (decrypt).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine;
@@ -12,8 +13,9 @@ use zeroize::Zeroizing;
 use super::ctx::{Ctx, Reply, errors, fail};
 use crate::crypto::{Cipher, KeyVersion, random_dek};
 use crate::http::Response;
-use crate::keys::MasterKey;
-use crate::keystore::{KeyStoreError, Sealed};
+use crate::keys::{Ik, IkUse, MasterKey, Warm};
+use crate::keystore::KeyStoreError;
+use crate::keystore::sealed::is_reserved_context;
 use crate::names::{valid_name, valid_name_char};
 
 /// Most ciphertexts one bulk decrypt may carry, as in the 2023 servers.
@@ -48,9 +50,13 @@ fn store_failure(err: KeyStoreError, what: &str) -> Response {
 }
 
 fn load(ctx: &Ctx, name: &str) -> Result<MasterKey, Response> {
-    if let Some(key) = &ctx.cached_key {
-        // Taken from the cache for this request's resource, which `name` comes from.
-        return Ok(MasterKey::Local(key.clone()));
+    // Taken for this request's resource, which `name` comes from.
+    match &ctx.cached_key {
+        Some(Warm::Held(key)) => return Ok(MasterKey::Local(key.clone())),
+        Some(Warm::Resident { version, .. }) => {
+            return Ok(MasterKey::Resident { version: *version });
+        }
+        None => {}
     }
     ctx.state
         .keys
@@ -282,12 +288,27 @@ struct EncryptRequest {
 pub fn encrypt(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: EncryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
-    let ciphertext = seal(ctx, name, &req.plaintext.0, &req.context.0)?;
-    Ok(ciphertext_answer(&ciphertext))
+    let (ciphertext, how) = seal(ctx, name, &req.plaintext.0, &req.context.0)?;
+    Ok(audited(ciphertext_answer(&ciphertext), how))
 }
 
 fn ciphertext_answer(ciphertext: &[u8]) -> Response {
     Response::json(200, &json!({ "ciphertext": B64.encode(ciphertext) }))
+}
+
+/// The audit event of a resident-key request served under an intermediate key says how
+/// the key was had (docs/metrics.md, "Audit events").
+fn audited(mut response: Response, how: Option<IkUse>) -> Response {
+    response.audit_extra = how.map(|how| ("intermediate_key", how.audit_name()));
+    response
+}
+
+/// The intermediate key taken for this request on an event loop, if any.
+fn warm_ik<'a>(ctx: &'a Ctx) -> Option<&'a Arc<Ik>> {
+    match &ctx.cached_key {
+        Some(Warm::Resident { ik, .. }) => Some(ik),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -300,8 +321,8 @@ pub fn generate(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req = generate_request(ctx)?;
     let dek = random_dek();
-    let ciphertext = seal(ctx, name, dek.as_ref(), &req.context.0)?;
-    Ok(data_key_answer(dek.as_ref(), &ciphertext))
+    let (ciphertext, how) = seal(ctx, name, dek.as_ref(), &req.context.0)?;
+    Ok(audited(data_key_answer(dek.as_ref(), &ciphertext), how))
 }
 
 /// The body is optional (the last release reads it only when one is sent).
@@ -350,8 +371,8 @@ pub fn decrypt(ctx: &Ctx) -> Reply {
     let name = key_name(ctx)?;
     let req: DecryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
     let key = load(ctx, name)?;
-    let plaintext = open(ctx, name, &key, &req)?;
-    Ok(plaintext_answer(&plaintext))
+    let (plaintext, how) = open(ctx, name, &key, &req)?;
+    Ok(audited(plaintext_answer(&plaintext), how))
 }
 
 fn plaintext_answer(plaintext: &[u8]) -> Response {
@@ -375,35 +396,59 @@ pub fn bulk_decrypt(ctx: &Ctx) -> Reply {
         MasterKey::Local(_) => open_all(ctx, name, &key, &requests)?,
         MasterKey::Resident { .. } => open_in_parallel(ctx, name, &key, &requests)?,
     };
+    // The audit event names the most a keystore was asked for: an unwrap over none.
+    let how = plaintexts.iter().filter_map(|(_, how)| *how).max();
     let plaintexts: Vec<_> = plaintexts
         .iter()
-        .map(|p| Zeroizing::new(B64.encode(p.as_slice())))
+        .map(|(p, _)| Zeroizing::new(B64.encode(p.as_slice())))
         .collect();
     let body: Vec<_> = plaintexts
         .iter()
         .map(|p| Plaintext { plaintext: p })
         .collect();
-    Ok(Response::json(200, &body))
+    Ok(audited(Response::json(200, &body), how))
 }
 
+/// What one decrypt or encrypt answers with, and how a resident key's intermediate key
+/// was had (`None`: none was used).
+type Done = (Zeroizing<Vec<u8>>, Option<IkUse>);
+
 /// Encrypts with key `name`: here with a key kes holds (in the form
-/// `compat.oldest_reader` reads), inside the keystore with a resident one (whose answer becomes an envelope, see `crate::keystore::sealed`).
-fn seal(ctx: &Ctx, name: &str, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, Response> {
+/// `compat.oldest_reader` reads); with a resident one under an intermediate key or
+/// inside the keystore (an envelope either way, see `crate::keystore::sealed`).
+fn seal(
+    ctx: &Ctx,
+    name: &str,
+    plaintext: &[u8],
+    context: &[u8],
+) -> Result<(Vec<u8>, Option<IkUse>), Response> {
     match load(ctx, name)? {
-        MasterKey::Local(key) => {
-            Ok(key.encrypt_for(ctx.live.config.oldest_reader, plaintext, context))
+        MasterKey::Local(key) => Ok((
+            key.encrypt_for(ctx.live.config.oldest_reader, plaintext, context),
+            None,
+        )),
+        MasterKey::Resident { version } => {
+            if is_reserved_context(context) {
+                return Err(reserved_context());
+            }
+            ctx.state
+                .keys
+                .seal_resident(name, version, plaintext, context, warm_ik(ctx))
+                .map_err(|e| store_failure(e, "failed to encrypt"))
         }
-        MasterKey::Resident { .. } => ctx
-            .state
-            .keys
-            .store()
-            .seal(name, plaintext, context)
-            .map(|sealed| sealed.encode())
-            .map_err(|e| seal_failure(ctx.state, name, e)),
     }
 }
 
-/// The answer to a failed encrypt with resident key `name`.
+/// The answer to an encrypt whose context starts like the associated data of an
+/// intermediate key's wrap: such a ciphertext could pass for a wrapped intermediate key.
+fn reserved_context() -> Response {
+    Response::error(
+        400,
+        "context is reserved: a context starting with the bytes C7 4B 52 49 4B 01 names kes's intermediate keys",
+    )
+}
+
+/// The answer to a failed encrypt with resident key `name` made outside `Keys`.
 fn seal_failure(state: &crate::state::State, name: &str, e: KeyStoreError) -> Response {
     if e == KeyStoreError::NotFound {
         // Deleted in CipherTrust behind kes's back: the next request looks again.
@@ -414,24 +459,21 @@ fn seal_failure(state: &crate::state::State, name: &str, e: KeyStoreError) -> Re
 
 /// Decrypts one ciphertext with `key`; a ciphertext the key did not make, or made with
 /// another context, is the SDKs' "not authentic" error.
-fn open(
-    ctx: &Ctx,
-    name: &str,
-    key: &MasterKey,
-    req: &DecryptRequest,
-) -> Result<Zeroizing<Vec<u8>>, Response> {
+fn open(ctx: &Ctx, name: &str, key: &MasterKey, req: &DecryptRequest) -> Result<Done, Response> {
     let (ciphertext, context) = (&req.ciphertext.0, &req.context.0);
     match key {
         MasterKey::Local(key) => key
             .decrypt(ciphertext, context)
+            .map(|plaintext| (plaintext, None))
             .map_err(|_| fail(errors::DECRYPT)),
         MasterKey::Resident { .. } => {
-            let sealed = Sealed::parse(ciphertext).map_err(|_| fail(errors::DECRYPT))?;
-            ctx.state
+            let (plaintext, how) = ctx
+                .state
                 .keys
-                .store()
-                .unseal(name, &sealed, context)
-                .map_err(|e| store_failure(e, "failed to decrypt"))?
+                .open_resident(name, ciphertext, context, warm_ik(ctx))
+                .map_err(|e| store_failure(e, "failed to decrypt"))?;
+            plaintext
+                .map(|plaintext| (plaintext, how))
                 .ok_or_else(|| fail(errors::DECRYPT))
         }
     }
@@ -442,7 +484,7 @@ fn open_all(
     name: &str,
     key: &MasterKey,
     requests: &[DecryptRequest],
-) -> Result<Vec<Zeroizing<Vec<u8>>>, Response> {
+) -> Result<Vec<Done>, Response> {
     requests
         .iter()
         .map(|req| open(ctx, name, key, req))
@@ -484,7 +526,7 @@ fn open_in_parallel(
     name: &str,
     key: &MasterKey,
     requests: &[DecryptRequest],
-) -> Result<Vec<Zeroizing<Vec<u8>>>, Response> {
+) -> Result<Vec<Done>, Response> {
     let workers = ctx.state.gauges.workers.load(Ordering::Relaxed).max(1);
     let helpers = Helpers::take(requests.len().saturating_sub(1), workers);
     let chunk = requests.len().div_ceil(helpers.0 + 1).max(1);

@@ -25,6 +25,7 @@ pub fn metrics(ctx: &Ctx) -> Reply {
             connections: server.cm_connections.load(Ordering::Relaxed) as u64,
         }),
         cache_offline: ctx.state.keys.serving_offline(),
+        intermediate_keys: ctx.state.keys.ik_stats(),
     };
     let mut text = registry().render(&gauges);
     crate::expiry::render_metrics(&mut text, &ctx.live.certs);

@@ -3,6 +3,7 @@
 //! A request reaches [`preflight`] as soon as its head is read (route, method and body
 //! limit are checked before any body byte is buffered), then [`serve`] once the body is
 //! complete (identity, policy, then the route's handler from `handlers::HANDLERS`).
+//! [`warm_key`] tells the server which key requests an event loop may answer at once.
 
 pub mod ctx;
 pub mod handlers;
@@ -12,18 +13,19 @@ pub mod log_stream;
 pub mod metrics;
 pub mod policy;
 pub mod sys;
+mod warm;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
-use crate::crypto::KeyVersion;
 use crate::http::{Request, Response};
 use crate::identity::PeerIdentity;
+use crate::keys::Warm;
 use crate::policy::Verdict;
 use crate::routes::{self, Auth, Lookup, ROUTES, Route};
 use crate::state::{Live, State};
 use ctx::{Ctx, Remote, errors, fail};
+pub use warm::warm_key;
 
 /// A request whose head passed the route, method and size checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +99,7 @@ pub fn serve(
     req: &Request,
     peer: IpAddr,
     who: &PeerIdentity,
-    cached_key: Option<Arc<KeyVersion>>,
+    cached_key: Option<Warm>,
 ) -> Response {
     let route = routed.route();
     let identity = match authorize(live, routed, req, who) {

@@ -162,6 +162,17 @@ pub struct KeySecureSection {
     pub tls: Option<KeySecureTls>,
     /// `exported` (default: the original's secrets) or `resident` (non-exportable CM keys).
     pub master_keys: Option<Env<String>>,
+    /// Resident keys only: data keys sealed under short-lived intermediate keys that CM
+    /// wraps (docs/resident-keys.md). Off when absent.
+    pub intermediate_key: Option<IntermediateKeySection>,
+}
+
+/// `intermediate_key:` of the CipherTrust section; a field left out takes its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntermediateKeySection {
+    pub ttl: Option<Env<GoDuration>>,
+    pub max_uses: Option<Env<u64>>,
 }
 
 #[derive(Default, Deserialize)]

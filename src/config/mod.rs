@@ -19,11 +19,12 @@ mod validate;
 pub use env::{AuthMode, Env, GoDuration, LogLevel, substitute};
 pub use file::{
     AdminSection, ApiSection, CacheSection, CompatSection, ConfigError, ExpirySection, File,
-    FsSection, GemaltoSection, KeySection, KeySecureCredentials, KeySecureSection, KeySecureTls,
-    KeyStoreSection, LogSection, PolicySection, ProxyHeaderSection, ProxySection, TlsSection,
-    Unsupported,
+    FsSection, GemaltoSection, IntermediateKeySection, KeySection, KeySecureCredentials,
+    KeySecureSection, KeySecureTls, KeyStoreSection, LogSection, PolicySection, ProxyHeaderSection,
+    ProxySection, TlsSection, Unsupported,
 };
 pub use settings::{
-    CacheExpiry, CipherTrustSettings, Config, KeyStoreConfig, LogConfig, RouteOverride,
+    CacheExpiry, CipherTrustSettings, Config, IntermediateKeySettings, KeyStoreConfig, LogConfig,
+    RouteOverride,
 };
 pub use validate::load_keystore;

@@ -28,6 +28,29 @@ pub struct CipherTrustSettings {
     pub insecure_skip_verify: bool,
     /// New master keys are non-exportable CipherTrust keys (`master_keys: resident`).
     pub resident: bool,
+    /// `intermediate_key:`: resident keys seal data keys under intermediate keys.
+    pub intermediate_key: Option<IntermediateKeySettings>,
+}
+
+/// How long and how often one intermediate key of a resident key may be used
+/// (docs/resident-keys.md, "Intermediate keys").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntermediateKeySettings {
+    /// An intermediate key is used for this long after CipherTrust wrapped or unwrapped
+    /// it, never longer: the bound on how long a key disabled in CipherTrust keeps working.
+    pub ttl: Duration,
+    /// ... and for at most this many data keys.
+    pub max_uses: u64,
+}
+
+impl IntermediateKeySettings {
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
+    pub const DEFAULT_MAX_USES: u64 = 1_000_000;
+    /// The longest `ttl` allowed: a day.
+    pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+    /// The most uses allowed: AES-GCM with random 96-bit nonces is limited to 2^32
+    /// messages per key (NIST SP 800-38D, 8.3).
+    pub const MAX_USES: u64 = 1 << 32;
 }
 
 impl std::fmt::Debug for CipherTrustSettings {
@@ -40,6 +63,7 @@ impl std::fmt::Debug for CipherTrustSettings {
             .field("ca", &self.ca)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
             .field("resident", &self.resident)
+            .field("intermediate_key", &self.intermediate_key)
             .finish()
     }
 }

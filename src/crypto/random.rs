@@ -59,7 +59,7 @@ fn os_random(buf: &mut [u8]) {
 /// # Panics
 /// If the operating system's random number generator fails (it does not on Linux once
 /// the system has booted).
-pub(super) fn fill_random(buf: &mut [u8]) {
+pub fn fill_random(buf: &mut [u8]) {
     if buf.len() > LARGEST_POOLED {
         return os_random(buf);
     }

@@ -11,6 +11,9 @@ pub struct Response {
     /// A stream body: each received item is one NDJSON line, sent as a chunk as soon as
     /// it arrives, until the client goes away (log streams).
     pub stream: Option<std::sync::mpsc::Receiver<std::sync::Arc<[u8]>>>,
+    /// A kes-only field of the request's audit event (name, value), never sent: e.g. how
+    /// a resident key's intermediate key was had (docs/metrics.md).
+    pub audit_extra: Option<(&'static str, &'static str)>,
 }
 
 impl Drop for Response {
@@ -26,6 +29,7 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             stream: None,
+            audit_extra: None,
         }
     }
 
@@ -43,6 +47,7 @@ impl Response {
             headers: vec![("Content-Type", "application/json".into())],
             body,
             stream: None,
+            audit_extra: None,
         }
     }
 
@@ -55,6 +60,7 @@ impl Response {
             headers: vec![("Content-Type", "application/json".into())],
             body,
             stream: None,
+            audit_extra: None,
         }
     }
 

@@ -20,9 +20,9 @@ use zeroize::Zeroize;
 
 use crate::api::Routed;
 use crate::api::ctx::Finish;
-use crate::crypto::KeyVersion;
 use crate::http::{BodyFraming, Request, Response};
 use crate::identity::PeerIdentity;
+use crate::keys::Warm;
 use crate::keystore::remote::Call;
 use crate::state::{Gauges, State};
 
@@ -121,8 +121,8 @@ struct Ready {
     routed: Routed,
     started: Instant,
     deadline: Instant,
-    /// The master key of an `Exec::Key` route, taken from the key cache on the loop.
-    key: Option<Arc<KeyVersion>>,
+    /// The master key of an `Exec::Key` route, taken on the loop (`api::warm_key`).
+    key: Option<Warm>,
 }
 
 /// A request whose call to CipherTrust is under way on the event loop.

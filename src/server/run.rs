@@ -194,7 +194,11 @@ fn run(flags: Flags) -> Result<(), String> {
     crate::memory::harden();
 
     let keystore = crate::keystore::open(&config.keystore)?;
-    let keys = crate::keys::Keys::new(keystore, config.cache);
+    let intermediate = match &config.keystore {
+        crate::config::KeyStoreConfig::CipherTrust(settings) => settings.intermediate_key,
+        _ => None,
+    };
+    let keys = crate::keys::Keys::new(keystore, config.cache, intermediate);
     create_listed_keys(&keys, &config.keys, config.oldest_reader)?;
     let tls_config = build_tls(&config)?;
     let addr = flags

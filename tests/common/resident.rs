@@ -61,6 +61,20 @@ impl Setup {
         master_keys: Option<&str>,
         allow: &[&str],
     ) -> PathBuf {
+        self.config_with(name, section, master_keys, allow, &[], "")
+    }
+
+    /// [`Setup::config`] with `keystore_lines` added to the keystore section (indented
+    /// to its fields) and `top` (top-level sections) at the end.
+    pub fn config_with(
+        &self,
+        name: &str,
+        section: &str,
+        master_keys: Option<&str>,
+        allow: &[&str],
+        keystore_lines: &[&str],
+        top: &str,
+    ) -> PathBuf {
         let mut body =
             String::from("address: 0.0.0.0:7373\nroot: disabled\npolicy:\n  my-app:\n    allow:\n");
         for path in allow {
@@ -80,6 +94,10 @@ impl Setup {
         if let Some(mode) = master_keys {
             body.push_str(&format!("{pad}master_keys: {mode}\n"));
         }
+        for line in keystore_lines {
+            body.push_str(&format!("{pad}{line}\n"));
+        }
+        body.push_str(top);
         self.pki.config(name, &body)
     }
 

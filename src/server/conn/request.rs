@@ -3,7 +3,6 @@
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,10 +11,9 @@ use zeroize::Zeroizing;
 use super::{Awaiting, Conn, HEADER_TIMEOUT, IDLE_TIMEOUT, Next, Pending, Ready, Role, Step, Turn};
 use crate::api::ctx::{Remote, Resumed};
 use crate::api::{self, Routed};
-use crate::crypto::KeyVersion;
 use crate::http::{self, BodyFraming, ChunkError, HeadError, Request, Response};
 use crate::identity::PeerIdentity;
-use crate::keys::MasterKey;
+use crate::keys::Warm;
 use crate::keystore::remote::Outcome;
 use crate::routes;
 use crate::state::State;
@@ -223,12 +221,12 @@ impl Conn {
         self.served += 1;
         if let Some(events) = response.stream.take() {
             self.queue(&response.stream_head(), Instant::now() + HEADER_TIMEOUT)?;
-            self.record(Some(&req), response.status, started);
+            self.record(Some(&req), &response, started);
             return Ok(Step::Stream(events));
         }
         let close = closing || !req.keep_alive();
         let sent = self.send(&response, close, deadline);
-        self.record(Some(&req), response.status, started);
+        self.record(Some(&req), &response, started);
         sent?;
         Ok(if close { Step::Drain } else { Step::Again })
     }
@@ -276,7 +274,7 @@ impl Conn {
                 // Without a body to skip, the connection can serve the next request.
                 let close = !req.keep_alive();
                 let sent = self.send(&response, close, Instant::now() + HEADER_TIMEOUT);
-                self.record(Some(&req), response.status, head_started);
+                self.record(Some(&req), &response, head_started);
                 sent?;
                 return Ok(if close { Step::Drain } else { Step::Again });
             }
@@ -313,13 +311,13 @@ impl Conn {
     ) -> io::Result<Step> {
         let deadline = Instant::now() + HEADER_TIMEOUT;
         let sent = self.send(response, true, deadline);
-        self.record(req, response.status, started);
+        self.record(req, response, started);
         sent?;
         Ok(Step::Drain)
     }
 
     /// Audits and counts an answered request.
-    pub(super) fn record(&self, req: Option<&Request>, status: u16, started: Instant) {
+    pub(super) fn record(&self, req: Option<&Request>, response: &Response, started: Instant) {
         let identity = match &self.who {
             Some(PeerIdentity::One(id)) => id.as_str(),
             _ => "",
@@ -329,8 +327,9 @@ impl Conn {
             ip: self.peer.ip(),
             method: req.map_or("", |r| r.method.as_str()),
             path: req.map_or("", |r| r.path.as_str()),
-            status,
+            status: response.status,
             elapsed: started.elapsed(),
+            extra: response.audit_extra,
         });
     }
 
@@ -339,7 +338,7 @@ impl Conn {
         state: &State,
         routed: Routed,
         req: &Request,
-        key: Option<Arc<KeyVersion>>,
+        key: Option<Warm>,
     ) -> Response {
         crate::observe::metrics()
             .active
@@ -375,16 +374,16 @@ impl Conn {
 
 /// Whether a complete request can be answered without waiting (on an event loop). For
 /// a route that needs a master key, takes the key from the cache into `ready`, so that
-/// the handler cannot find it gone (expired, deleted) and load it on the loop.
+/// the handler cannot find it gone (expired, deleted) and load it on the loop: a key kes
+/// holds, or a resident key whose intermediate key for this request is kept
+/// (`api::warm_key`; one use of it taken). Anything else goes to the pool.
 fn answerable_without_waiting(state: &State, ready: &mut Ready) -> bool {
     match ready.routed.route().exec {
         routes::Exec::Inline => true,
         routes::Exec::Pool => false,
         routes::Exec::Key => {
-            ready.key = match state.keys.cached(ready.routed.resource(&ready.req)) {
-                Some(MasterKey::Local(key)) => Some(key),
-                _ => None,
-            };
+            let (route, name) = (ready.routed.route(), ready.routed.resource(&ready.req));
+            ready.key = api::warm_key(state, route, name, &ready.req.body);
             ready.key.is_some()
         }
     }
