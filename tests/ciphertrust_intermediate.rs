@@ -33,6 +33,7 @@ in_both_modes!(
     a_rotation_starts_a_new_intermediate_key_at_once,
     a_warm_intermediate_key_is_served_on_the_event_loop,
     audit_events_and_metrics_show_intermediate_keys,
+    a_node_without_intermediate_keys_is_no_oracle_for_them,
 );
 
 const NOT_AUTHENTIC: &str = "decryption failed: ciphertext is not authentic";
@@ -533,4 +534,55 @@ fn intermediate_keys_need_resident_keys() {
         err.contains("intermediate_key") && err.contains("master_keys: resident"),
         "{err}"
     );
+}
+
+/// A node with the setting off makes resident-key calls on its event loops. Those calls
+/// must refuse, as the blocking handlers do, the context an intermediate key is wrapped
+/// with: else the wrapped key of any format-2 envelope, sent back as a format-1
+/// envelope with that context, would come back decrypted (the intermediate key in the
+/// clear), and a generate with it would make a wrap of the caller's choosing.
+fn a_node_without_intermediate_keys_is_no_oracle_for_them(mode: Mode) {
+    let s = Setup::new(mode);
+    let a = node(&s, "a.yml", "5m", 1_000_000, &[], "");
+    let mut ca = a.client(&s.app);
+    assert_eq!(ca.post("/v1/key/create/k", b"").status, 200);
+    let (plain, ct) = generate_ok(&mut ca, "k", "ctx");
+    let b = node_without_iks(&s, "b.yml");
+    let mut cb = b.client(&s.app);
+    // The node itself uses the key (the key cache knows it: the loop makes the calls).
+    let (own_plain, own) = generate_ok(&mut cb, "k", "ctx");
+    decrypts_to(&mut cb, "k", &own, "ctx", &own_plain);
+
+    let wrapped = header(&ct)[4..].to_vec();
+    let as_format_1 = [&[0xC7, b'K', b'R', 1][..], &wrapped].concat();
+    let reserved = [&[0xC7, b'K', b'R', b'I', b'K', 1][..], b"k"].concat();
+    let body = serde_json::json!({
+        "ciphertext": B64.encode(&as_format_1),
+        "context": B64.encode(&reserved),
+    });
+    let decrypts_before = s.sim.count(Route::Decrypt);
+    let r = cb.post("/v1/key/decrypt/k", body.to_string().as_bytes());
+    assert_eq!(
+        (r.status, r.message()),
+        (400, NOT_AUTHENTIC.into()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        s.sim.count(Route::Decrypt),
+        decrypts_before,
+        "never sent to CipherTrust"
+    );
+    for route in ["generate", "encrypt"] {
+        let body = serde_json::json!({ "plaintext": B64.encode([7u8; 32]), "context": B64.encode(&reserved) });
+        let r = cb.post(&format!("/v1/key/{route}/k"), body.to_string().as_bytes());
+        assert_eq!(r.status, 400, "{route}: {}", r.text());
+        assert!(
+            r.message().starts_with("context is reserved"),
+            "{route}: {}",
+            r.text()
+        );
+    }
+    // The envelope itself still opens there (its key is unwrapped on the pool).
+    decrypts_to(&mut cb, "k", &ct, "ctx", &plain);
 }
