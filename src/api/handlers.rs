@@ -24,7 +24,7 @@ pub static HANDLERS: &[(&str, Handler)] = &[
     ("/v1/key/encrypt/", key::encrypt),
     ("/v1/key/generate/", key::generate),
     ("/v1/key/decrypt/", key::decrypt),
-    ("/v1/key/bulk/decrypt/", key::bulk_decrypt),
+    ("/v1/key/bulk/decrypt/", key::bulk::bulk_decrypt),
     ("/v1/key/hmac/", key::hmac),
     ("/v1/key/rotate/", key::rotate),
     ("/v1/policy/describe/", policy::describe),

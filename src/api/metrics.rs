@@ -9,7 +9,10 @@ use crate::observe::{Gauges, UpstreamGauges, metrics as registry};
 pub fn metrics(ctx: &Ctx) -> Reply {
     let server = &ctx.state.gauges;
     let cache = ctx.state.keys.cache_stats();
+    let dropped = crate::observe::audit().dropped.load(Ordering::Relaxed)
+        + crate::observe::errors().dropped.load(Ordering::Relaxed);
     let gauges = Gauges {
+        log_events_dropped: dropped,
         open_connections: server.open_connections.load(Ordering::Relaxed) as u64,
         refused_connections: server.refused_connections.load(Ordering::Relaxed) as u64,
         busy_workers: server.busy_workers.load(Ordering::Relaxed) as u64,

@@ -1,6 +1,7 @@
 //! Unit tests of the key handlers' request bodies and bulk-decrypt helpers.
 
-use super::{Helpers, decode_every_body};
+use super::bulk::Helpers;
+use super::decode_every_body;
 
 #[test]
 fn each_route_accepts_exactly_its_bodies() {
