@@ -4,8 +4,9 @@
 //! Ignored in the normal suite (it runs for minutes). Run it with
 //! `KES_STRESS_SECS=1800 cargo test --release --test stress -- --ignored --nocapture`.
 //!
-//! Two servers run side by side, one with `--loops 1` and one with the default loops,
-//! in front of the CipherTrust stand-in with latency. Each client thread owns a
+//! Three servers run side by side: one with `--loops 1` and one with the default loops,
+//! in front of the CipherTrust stand-in with latency, and one whose keys are resident in
+//! a stand-in of its own (its generates are CipherTrust calls its event loops make). Each client thread owns a
 //! connection and sends batches of 1 to 8 pipelined requests: data key generation with
 //! bodies from 1 byte to 1.1 MB (valid, invalid JSON, over the limit), chunked or with
 //! Content-Length, split at random points into TLS records and again into TCP writes,
@@ -497,16 +498,24 @@ fn every_request_gets_exactly_one_answer_within_its_deadline() {
     sim.set_latency(Duration::from_millis(latency));
     let pki = Pki::new();
     let admin = pki.client("admin");
-    let config = pki.config(
-        "config.yml",
-        &format!(
-            "admin:\n  identity: {}\nlog:\n  error: {level}\ncache:\n  expiry:\n    any: 3s\n    unused: 1s\nkeystore:\n  ciphertrust:\n    endpoint: {}\n    credentials:\n      token: {REFRESH_TOKEN}\n      domain: \"\"\n    tls:\n      ca: {}\n",
-            admin.identity,
-            sim.endpoint(),
-            sim.ca_file().display()
-        ),
-    );
-    let start = |loops: Option<&str>| {
+    let config_for = |name: &str, sim: &CtmSim, extra: &str| {
+        pki.config(
+            name,
+            &format!(
+                "admin:\n  identity: {}\nlog:\n  error: {level}\ncache:\n  expiry:\n    any: 3s\n    unused: 1s\nkeystore:\n  ciphertrust:\n    endpoint: {}\n    credentials:\n      token: {REFRESH_TOKEN}\n      domain: \"\"\n    tls:\n      ca: {}\n{extra}",
+                admin.identity,
+                sim.endpoint(),
+                sim.ca_file().display()
+            ),
+        )
+    };
+    let config = config_for("config.yml", &sim, "");
+    // A third server keeps its keys resident in a stand-in of its own: its generates are
+    // CipherTrust calls its event loops make (issue 25).
+    let resident_sim = CtmSim::start();
+    resident_sim.set_latency(Duration::from_millis(latency));
+    let resident_config = config_for("resident.yml", &resident_sim, "    master_keys: resident\n");
+    let start = |loops: Option<&str>, config: &std::path::Path| {
         let addr = free_addr();
         // KES_STRESS_BIN: another build of kes (a release build, or a copy that later
         // builds do not replace while the scenario runs).
@@ -514,7 +523,7 @@ fn every_request_gets_exactly_one_answer_within_its_deadline() {
         let mut cmd = std::process::Command::new(bin);
         cmd.arg("server")
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("--addr")
             .arg(addr.to_string());
         if let Some(n) = loops {
@@ -523,13 +532,16 @@ fn every_request_gets_exactly_one_answer_within_its_deadline() {
         Kes::spawn(cmd, addr, pki.ca_path.clone()).unwrap_or_else(|e| panic!("kes: {e}"))
     };
     let servers = [
-        ("loops=1", start(Some("1"))),
-        ("loops=default", start(None)),
+        ("loops=1", start(Some("1"), &config)),
+        ("loops=default", start(None, &config)),
+        ("resident", start(None, &resident_config)),
     ];
-    let mut setup = servers[0].1.client(&admin);
-    for k in 0..KEYS {
-        let r = setup.post(&format!("/v1/key/create/k{k}"), b"");
-        assert_eq!(r.status, 200, "{}", r.text());
+    for server in [&servers[0].1, &servers[2].1] {
+        let mut setup = server.client(&admin);
+        for k in 0..KEYS {
+            let r = setup.post(&format!("/v1/key/create/k{k}"), b"");
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
     }
     println!(
         "stress: {secs} s, {per_server} clients per server, CipherTrust latency {latency} ms, seed {seed:#x}"

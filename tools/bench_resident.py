@@ -3,8 +3,16 @@
 in front of the CipherTrust stand-in (tests/common/ctm_sim.rs, run as the ignored helper
 test tests/ctm_helper.rs: test-only, never in the shipped binary), with latency injected
 into every stand-in answer. Measures generate and decrypt with kes-bench at each latency
-and connection count, and compares the throughput with pool workers / latency, the most
-the pool can carry when every request waits for one CipherTrust call.
+and connection count: throughput against its ceiling (the calls that can wait for
+CipherTrust at once, min(256, connections), ÷ latency), latency, errors, kes's CPU per
+request (of the kes process only: the stand-in's and the load generator's own CPU are
+not in it) and kes's largest resident memory during the run. Several kes binaries are
+measured side by side: each point runs on each binary in turn, RUNS times.
+
+With HANG=1 it measures instead whether a hanging CipherTrust slows keys kes holds
+(issue 25): generate with a key kes holds (a CipherTrust secret, cached) on 8
+connections, once with the stand-in answering at once and once while it holds every
+call (60 s latency) and 256 connections ask for resident-key generates, RUNS times each.
 
 With COMPARE=1 it measures instead the budget of intermediate keys (issue 26): the
 same kes once with `intermediate_key:` (resident keys whose data keys are sealed under
@@ -14,12 +22,12 @@ stand-in at each latency; runs alternate between the two servers, each after a w
 run, and the table gives the ratios of throughput and p99.
 
 Usage:
-    tools/bench_resident.py HELPER_TEST_BINARY [KES_BINARY]
+    tools/bench_resident.py HELPER_TEST_BINARY [KES_BINARY ...]
 
 Environment:
     LATENCIES="1 5 20" (ms)  CONNECTIONS="8 64"  OPS="generate decrypt"
     WORKERS=8  RUNS=1  DURATION=10s  BENCH=target/release/kes-bench
-    COMPARE=1  IK_TTL=5m  IK_MAX_USES=1000000
+    COMPARE=1  IK_TTL=5m  IK_MAX_USES=1000000  HANG=1
 
 Build first:
     cargo build --release -p kes --bin kes && cargo build --release -p kes-bench
@@ -34,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +55,9 @@ WORKERS = int(os.environ.get("WORKERS", "8"))
 RUNS = int(os.environ.get("RUNS", "1"))
 DURATION = os.environ.get("DURATION", "10s")
 COMPARE = os.environ.get("COMPARE") == "1"
+HANG = os.environ.get("HANG") == "1"
+# The default limit of calls the event loops have in flight (kes server --cm-calls).
+CM_CALLS = 256
 IK_TTL = os.environ.get("IK_TTL", "5m")
 IK_MAX_USES = os.environ.get("IK_MAX_USES", "1000000")
 
@@ -97,7 +109,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     helper = sys.argv[1]
-    binary = sys.argv[2] if len(sys.argv) > 2 else "target/release/kes"
+    binaries = sys.argv[2:] or ["target/release/kes"]
     work = tempfile.mkdtemp(prefix="kes-bench-resident-")
     info = os.path.join(work, "ctm.info")
     latency_file = os.path.join(work, "ctm.latency")
@@ -108,7 +120,7 @@ def main():
         [helper, "--ignored", "--exact", "ctm_sim_server", "--nocapture"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    server = None
+    servers = []
     try:
         for _ in range(200):
             if os.path.exists(info):
@@ -117,39 +129,41 @@ def main():
         with open(info) as f:
             ctm = f.read().split("\n")[:3]
         if COMPARE:
-            return compare(binary, work, ctm, latency_file)
-        server = ResidentServer(binary, work, ctm)
-        server.start()
-        print(f"kes {binary} (--workers {WORKERS}) at {server.url}, stand-in at {ctm[0]}")
-        print(f"{RUNS} run(s) of {DURATION} per point; target = 80 % of {WORKERS} workers / latency\n")
-        print("| latency | op | conns | req/s (runs) | target req/s | % of workers/latency "
-              "| p50 / p99 ms | errors | kes CPU µs/req |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+            return compare(binaries[0], work, ctm, latency_file)
+        if HANG:
+            return hang(binaries[0], work, ctm, latency_file)
+        for binary in binaries:
+            server = ResidentServer(binary, work, ctm)
+            server.start()
+            servers.append(server)
+            print(f"kes {binary} (--workers {WORKERS}) at {server.url}")
+        print(f"stand-in at {ctm[0]}; {RUNS} run(s) of {DURATION} per point and binary, "
+              f"alternating; ceiling = min({CM_CALLS}, conns) ÷ latency\n")
+        print("| latency | op | conns | kes | req/s (runs) | % of ceiling "
+              "| p50 / p99 ms | errors | kes CPU µs/req | kes RSS MB |")
+        print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
         for latency in LATENCIES:
             with open(latency_file, "w") as f:
                 f.write(str(latency))
             time.sleep(0.5)
-            ceiling = WORKERS / (latency / 1000)
             for op in OPS:
                 for conns in CONNECTIONS:
-                    rates, p50s, p99s, errors, cpus = [], [], [], 0, []
+                    ceiling = min(CM_CALLS, conns) / (latency / 1000)
+                    runs = {i: [] for i in range(len(servers))}
                     for _ in range(RUNS):
-                        meter = bench.CpuMeter(server)
-                        r = server.bench("--op", op, "--connections", str(conns),
-                                         "--duration", DURATION, "--key-name", "resident-bench",
-                                         "--context", "bucket/object")
-                        cpus.append(meter.per_request(r["requests"])[0])
-                        rates.append(r["throughput_rps"])
-                        p50s.append(r["latency_ms"]["p50"])
-                        p99s.append(r["latency_ms"]["p99"])
-                        errors += r["errors"]
-                    rate = statistics.median(rates)
-                    print(f"| {latency} ms | {op} | {conns} | **{rate:,.0f}** ({bench.fmt_runs(rates)}) "
-                          f"| {0.8 * ceiling:,.0f} | {100 * rate / ceiling:.0f} % "
-                          f"| {statistics.median(p50s):.2f} / {statistics.median(p99s):.2f} "
-                          f"| {errors} | {statistics.median(cpus):.0f} |", flush=True)
+                        for i, server in enumerate(servers):
+                            runs[i].append(measure(server, op, conns, "resident-bench"))
+                    for i, server in enumerate(servers):
+                        rs = runs[i]
+                        med = [statistics.median(x[k] for x in rs) for k in range(6)]
+                        errors = sum(x[3] for x in rs)
+                        print(f"| {latency} ms | {op} | {conns} | {os.path.basename(server.binary)} "
+                              f"| **{med[0]:,.0f}** ({bench.fmt_runs([x[0] for x in rs])}) "
+                              f"| {100 * med[0] / ceiling:.0f} % "
+                              f"| {med[1]:.2f} / {med[2]:.2f} | {errors} | {med[4]:.0f} "
+                              f"| {max(x[5] for x in rs):.1f} |", flush=True)
     finally:
-        if server:
+        for server in servers:
             server.stop()
         if os.path.exists(info):
             os.remove(info)
@@ -160,15 +174,84 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
+class RssMeter:
+    """The largest resident memory of a process while it runs, sampled every 50 ms."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.done = pid, 0, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.wait(0.05):
+            self.peak = max(self.peak, bench.rss_kb(self.pid))
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return max(self.peak, bench.rss_kb(self.pid)) / 1024
+
+
+def hang(binary, work, ctm, latency_file):
+    """Keys kes holds while CipherTrust hangs and resident calls wait for it."""
+    # A key kes holds: a CipherTrust secret made by kes in secrets mode.
+    maker = ResidentServer(binary, work, ctm, "held")
+    maker.start()
+    measure(maker, "generate", 1, "held-bench", "1s")
+    maker.stop()
+    server = ResidentServer(binary, work, ctm)
+    server.start()
+    print(f"kes {binary} (--workers {WORKERS}) at {server.url}, stand-in at {ctm[0]}")
+    print(f"{RUNS} run(s) of {DURATION} per case; held-key generate on 8 connections\n")
+    print("| case | req/s (runs) | p50 / p99 ms (p99 runs) | errors |")
+    print("|---|---:|---:|---:|")
+    try:
+        measure(server, "generate", 8, "resident-bench", "1s")  # the resident key exists
+        results = {"CipherTrust answers at once": [], "CipherTrust hangs, 256 resident clients wait": []}
+        for _ in range(RUNS):
+            with open(latency_file, "w") as f:
+                f.write("0")
+            time.sleep(0.3)
+            results["CipherTrust answers at once"].append(measure(server, "generate", 8, "held-bench"))
+            with open(latency_file, "w") as f:
+                f.write("60000")
+            time.sleep(0.3)
+            seconds = int(re.sub(r"\D", "", DURATION) or "10") + 3
+            waiting = subprocess.Popen(
+                [bench.BENCH, "--server", server.url, *server.cred, "--op", "generate",
+                 "--connections", "256", "--duration", f"{seconds}s", "--key-name", "resident-bench",
+                 "--context", "bucket/object", "--json"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+            results["CipherTrust hangs, 256 resident clients wait"].append(
+                measure(server, "generate", 8, "held-bench"))
+            waiting.kill()
+            waiting.wait()
+        with open(latency_file, "w") as f:
+            f.write("0")
+        for case, rs in results.items():
+            print(f"| {case} | **{statistics.median(x[0] for x in rs):,.0f}** "
+                  f"({bench.fmt_runs([x[0] for x in rs])}) "
+                  f"| {statistics.median(x[1] for x in rs):.2f} / {statistics.median(x[2] for x in rs):.2f} "
+                  f"({bench.fmt_runs([x[2] for x in rs], 2)}) | {sum(x[3] for x in rs)} |", flush=True)
+        base, hung = (statistics.median(x[2] for x in rs) for rs in results.values())
+        print(f"\nheld-key p99 with CipherTrust hanging ÷ without: {hung / base:.2f}×")
+    finally:
+        server.stop()
+
+
 def measure(server, op, conns, key, duration=None):
-    """One kes-bench run: (req/s, p50 ms, p99 ms, errors, kes CPU µs per request)."""
+    """One kes-bench run: (req/s, p50 ms, p99 ms, errors, kes CPU µs per request, kes's
+    largest RSS in MB)."""
     meter = bench.CpuMeter(server)
+    rss = RssMeter(server.proc.pid)
     r = server.bench("--op", op, "--connections", str(conns),
                      "--duration", duration or DURATION, "--key-name", key,
                      "--context", "bucket/object")
     cpu = meter.per_request(r["requests"])[0]
     return (r["throughput_rps"], r["latency_ms"]["p50"], r["latency_ms"]["p99"],
-            r["errors"], cpu)
+            r["errors"], cpu, rss.stop())
 
 
 def compare(binary, work, ctm, latency_file):

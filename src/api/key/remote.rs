@@ -18,6 +18,7 @@ use super::{
 };
 use crate::api::ctx::{Ctx, Remote, RemoteJob, Resumed, busy, errors, fail};
 use crate::crypto::random_dek;
+use crate::http::Response;
 use crate::keys::MasterKey;
 use crate::keystore::remote::{Judged, RemoteCrypto};
 use crate::keystore::sealed::{Envelope, is_reserved_context};
@@ -58,27 +59,16 @@ pub fn generate(ctx: &Ctx, deadline: Instant) -> Remote {
     let prepared = (|| {
         let name = key_name(ctx)?;
         let req = generate_request(ctx)?;
-        let remote = sealing(ctx, name, &req.context.0)?;
         let dek = random_dek();
-        let call = remote
-            .prepare_seal(name, dek.as_ref(), &req.context.0, deadline)
-            .ok_or(Remote::Pool)?;
-        let name = name.to_string();
-        Ok::<_, Remote>(RemoteJob {
-            call,
-            finish: Box::new(move |state, result| {
-                let Some((outcome, took)) = result else {
-                    return Resumed::Answer(busy());
-                };
-                match remote_of(state).finish_seal(&name, outcome, took) {
-                    Judged::Retry => Resumed::Pool,
-                    Judged::Done(Ok(sealed)) => {
-                        Resumed::Answer(data_key_answer(dek.as_ref(), &sealed.encode()))
-                    }
-                    Judged::Done(Err(e)) => Resumed::Answer(seal_failure(state, &name, e)),
-                }
-            }),
-        })
+        let sealed = dek.clone();
+        seal_job(
+            ctx,
+            name,
+            sealed.as_ref(),
+            &req.context.0,
+            deadline,
+            move |envelope| data_key_answer(dek.as_ref(), envelope),
+        )
     })();
     prepared.map_or_else(|refusal| refusal, Remote::Call)
 }
@@ -87,28 +77,46 @@ pub fn encrypt(ctx: &Ctx, deadline: Instant) -> Remote {
     let prepared = (|| {
         let name = key_name(ctx)?;
         let req: EncryptRequest = parse_object(&ctx.req.body, "invalid request body")?;
-        let remote = sealing(ctx, name, &req.context.0)?;
-        let call = remote
-            .prepare_seal(name, &req.plaintext.0, &req.context.0, deadline)
-            .ok_or(Remote::Pool)?;
-        let name = name.to_string();
-        Ok::<_, Remote>(RemoteJob {
-            call,
-            finish: Box::new(move |state, result| {
-                let Some((outcome, took)) = result else {
-                    return Resumed::Answer(busy());
-                };
-                match remote_of(state).finish_seal(&name, outcome, took) {
-                    Judged::Retry => Resumed::Pool,
-                    Judged::Done(Ok(sealed)) => {
-                        Resumed::Answer(ciphertext_answer(&sealed.encode()))
-                    }
-                    Judged::Done(Err(e)) => Resumed::Answer(seal_failure(state, &name, e)),
-                }
-            }),
-        })
+        seal_job(
+            ctx,
+            name,
+            &req.plaintext.0,
+            &req.context.0,
+            deadline,
+            ciphertext_answer,
+        )
     })();
     prepared.map_or_else(|refusal| refusal, Remote::Call)
+}
+
+/// The call that seals `plaintext` with resident key `name`, and its second half, which
+/// answers with `answer` of the envelope.
+fn seal_job(
+    ctx: &Ctx,
+    name: &str,
+    plaintext: &[u8],
+    context: &[u8],
+    deadline: Instant,
+    answer: impl FnOnce(&[u8]) -> Response + Send + 'static,
+) -> Result<RemoteJob, Remote> {
+    let remote = sealing(ctx, name, context)?;
+    let call = remote
+        .prepare_seal(name, plaintext, context, deadline)
+        .ok_or(Remote::Pool)?;
+    let name = name.to_string();
+    Ok(RemoteJob {
+        call,
+        finish: Box::new(move |state, result| {
+            let Some((outcome, took)) = result else {
+                return Resumed::Answer(busy());
+            };
+            match remote_of(state).finish_seal(&name, outcome, took) {
+                Judged::Retry => Resumed::Pool,
+                Judged::Done(Ok(sealed)) => Resumed::Answer(answer(&sealed.encode())),
+                Judged::Done(Err(e)) => Resumed::Answer(seal_failure(state, &name, e)),
+            }
+        }),
+    })
 }
 
 pub fn decrypt(ctx: &Ctx, deadline: Instant) -> Remote {
