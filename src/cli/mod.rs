@@ -8,6 +8,7 @@ use std::ffi::OsString;
 
 pub mod args;
 pub mod client;
+pub mod doc;
 pub mod identity;
 pub mod key;
 pub mod key_rotate;
@@ -53,6 +54,7 @@ Commands:
     survey                   Count a keystore's keys by the Go KES releases that read them.
     update                   Update the KES binary (not supported: use your package manager).
     tool                     Commands of older releases: 'kes tool identity new|of'.
+    completion               Print the shell completion script for bash, zsh or fish.
 
 Options:
     -v, --version            Print version information.
@@ -123,6 +125,9 @@ pub fn dispatch(args: Vec<OsString>) -> Outcome {
         "tool" => run_tool(rest),
         "migrate" => migrate::run(rest),
         "survey" => survey::run(rest),
+        "completion" => doc::completion::run(rest),
+        // Not in the usage: the packages install the pages ('man kes').
+        "man" => doc::man::run(rest),
         "update" => Err(Exit::Error(
             "'kes update' is not supported: install new releases with your package manager".into(),
         )),
@@ -132,7 +137,11 @@ pub fn dispatch(args: Vec<OsString>) -> Outcome {
         ))),
         "-v" | "--version" => output::print(&version_text()),
         "-h" | "--help" => Err(Exit::Help(USAGE)),
-        "--auto-completion" => Err(Exit::Error("shell auto-completion is not supported".into())),
+        "--auto-completion" => Err(Exit::Error(
+            "'kes --auto-completion' is not supported: 'kes completion bash|zsh|fish' prints \
+             the completion script (the packages install them)"
+                .into(),
+        )),
         flag if flag.starts_with('-') => Err(Exit::Error(format!(
             "unknown flag: {flag}. See 'kes --help'"
         ))),
@@ -299,8 +308,19 @@ mod tests {
     #[test]
     fn usage_lists_every_command() {
         for command in [
-            "server", "ls", "key", "policy", "identity", "log", "status", "metric", "migrate",
-            "survey", "update", "tool",
+            "server",
+            "ls",
+            "key",
+            "policy",
+            "identity",
+            "log",
+            "status",
+            "metric",
+            "migrate",
+            "survey",
+            "update",
+            "tool",
+            "completion",
         ] {
             assert!(
                 USAGE.contains(&format!("\n    {command} ")),
