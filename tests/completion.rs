@@ -285,29 +285,85 @@ fn fish_offers_every_command_and_flag() {
     }
 }
 
-#[test]
-fn zsh_lists_every_command_and_flag() {
-    // zsh completion needs an interactive line editor to drive; the data it reads is
-    // checked instead: each path's entries with their descriptions.
-    let text = script("zsh");
-    for node in nodes(&tree::cli()) {
-        let quoted = format!("'{}')", node.path);
-        for child in &node.command.children {
-            let entry = format!("'{}:", child.path.last().unwrap());
-            let block = text
-                .split(&quoted)
-                .nth(1)
-                .unwrap_or_else(|| panic!("zsh: no entry for '{}'", node.path));
-            assert!(block.contains(&entry), "zsh: {} lacks {entry}", node.path);
-        }
-        for flag in &node.flags {
-            if let Some(long) = &flag.long {
-                let entry = format!("'--{long}:{}'", flag.description.replace('\'', "'\\''"));
-                assert!(text.contains(&entry), "zsh: {} lacks {entry}", node.path);
-            }
+/// Drives an interactive zsh (in a pseudo-terminal, zsh/zpty) with the completion
+/// system: types each line and a TAB, and records what reaches `compadd`.
+const ZSH_DRIVER: &str = r#"
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT=; RPROMPT=; fpath=(${(q)1} \$fpath); autoload -U compinit; compinit -u -D 2>/dev/null"
+zpty -w z 'compadd () { builtin compadd -O __hits "$@"; print -l -- "@@""@"${^__hits} >/dev/tty; builtin compadd "$@" }'
+zpty -w z 'finish () { print "EN""D" >/dev/tty }; zle -N finish; bindkey "^Y" finish'
+shift
+local line
+for request in "$@"; do
+    zpty -n -w z "$request"$'\t\C-Y'
+    integer n=0
+    while zpty -r z line; do
+        [[ $line == *END* ]] && break
+        [[ $line == *@@@* ]] && print -r -- "${${line##*@@@}%%$'\r'}"
+        (( n++ > 5000 )) && break
+    done
+    print -- --end--
+    zpty -n -w z $'\C-E\C-U'
+done
+zpty -d z
+"#;
+
+/// What zsh offers for each command line, one sorted list per command line.
+fn zsh_complete(dir: &Path, lines: &[String], env: &[(&str, &str)]) -> Vec<Vec<String>> {
+    std::fs::write(dir.join("_kes"), script("zsh")).unwrap();
+    let driver = dir.join("driver.zsh");
+    std::fs::write(&driver, ZSH_DRIVER).unwrap();
+    let mut program = format!(
+        "timeout 120 zsh -f {} {}",
+        driver.display(),
+        shell_quote(&dir.display().to_string())
+    );
+    for line in lines {
+        program.push(' ');
+        program.push_str(&shell_quote(line));
+    }
+    let out = shell("sh", &program, env);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lists = vec![Vec::new()];
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line == "--end--" {
+            lists.push(Vec::new());
+        } else {
+            lists.last_mut().unwrap().push(line.to_owned());
         }
     }
-    assert!(text.starts_with("#compdef kes\n"));
+    lists.pop();
+    for list in &mut lists {
+        list.sort();
+        list.dedup();
+    }
+    assert_eq!(lists.len(), lines.len(), "{text}");
+    lists
+}
+
+#[test]
+fn zsh_offers_every_command_and_flag() {
+    if !have("zsh") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let expected = expectations();
+    let lines: Vec<String> = expected.iter().map(|(l, _)| l.clone()).collect();
+    assert_offers("zsh", &expected, &zsh_complete(dir.path(), &lines, &[]));
+    let cases: &[(&str, &[&str])] = &[
+        ("kes key describe --c", &["--color"]),
+        ("kes server --auth ", &["off", "on"]),
+        ("kes server --auth=", &["off", "on"]),
+        ("kes log trace --type ", &["audit", "error", "metric"]),
+        ("kes completion ", &["bash", "fish", "zsh"]),
+        ("kes key info ", &[]),
+    ];
+    let lines: Vec<String> = cases.iter().map(|(l, _)| (*l).to_owned()).collect();
+    for ((line, wanted), got) in cases.iter().zip(zsh_complete(dir.path(), &lines, &[])) {
+        assert_eq!(&got, wanted, "zsh: {line}");
+    }
+    assert!(script("zsh").starts_with("#compdef kes\n"));
 }
 
 /// A kes server with keys `my-key`, `my-other` and `app-1`, and the environment of an
@@ -429,6 +485,18 @@ fn key_names_come_from_the_server_in_the_environment() {
     let (names, _) = lookup(&["my"], &no_server);
     assert_eq!(names, "");
 
+    if have("zsh") {
+        let zdir = tempfile::tempdir().unwrap();
+        let lines = vec![
+            "kes key info my".to_owned(),
+            "kes key rm my-key ".to_owned(),
+        ];
+        let got = zsh_complete(zdir.path(), &lines, &env);
+        assert_eq!(got[0], ["my-key", "my-other"]);
+        assert_eq!(got[1], ["app-1", "my-key", "my-other"]);
+        let got = zsh_complete(zdir.path(), &lines[..1], &no_server);
+        assert!(got[0].is_empty(), "{:?}", got[0]);
+    }
     if have("fish") {
         let fish = write_script(dir.path(), "fish");
         let lines = vec![
