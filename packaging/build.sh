@@ -94,8 +94,8 @@ done
 export CARGO_ENCODED_RUSTFLAGS="$flags"
 unset RUSTFLAGS
 
-# 4. Per target: the static binary (with its dependency list embedded by
-#    cargo-auditable), the .deb and the .rpm from the one asset list in Cargo.toml.
+# 4. Per target: the static binary, with its dependency list embedded by
+#    cargo-auditable.
 mkdir -p "$OUT"
 rm -f "$OUT"/kes_*.deb "$OUT"/kes-*.rpm "$OUT"/kes-*-linux-* "$OUT"/SHA256SUMS
 for target in $TARGETS; do
@@ -106,16 +106,53 @@ for target in $TARGETS; do
     file "$bin" | grep -q 'statically linked\|static-pie linked' || die "$bin is not statically linked: $(file "$bin")"
     size=$(stat -c %s "$bin")
     [ "$size" -le "$MAX_BINARY_SIZE" ] || die "$bin is $size bytes, over the budget of $MAX_BINARY_SIZE"
+done
+
+# 5. The man pages and shell completions, written by kes itself from its help texts
+#    (the same on every architecture): by the first binary of this build that runs
+#    here, else by one built for this machine. gzip -n leaves out name and time, so
+#    the pages are the same bytes on every build of a commit.
+docs_kes=
+for target in $TARGETS; do
+    if "$TARGET_DIR/$target/release/kes" --version >/dev/null 2>&1; then
+        docs_kes=$TARGET_DIR/$target/release/kes
+        break
+    fi
+done
+if [ -z "$docs_kes" ]; then
+    say "cargo build (for this machine: writes the man pages and completions)"
+    cargo build --locked --quiet --bin kes
+    docs_kes=$TARGET_DIR/debug/kes
+fi
+DOCS=$TARGET_DIR/package-docs
+rm -rf "$DOCS"
+mkdir -p "$DOCS/completions"
+"$docs_kes" man --write "$DOCS/man"
+gzip -9n "$DOCS"/man/man*/*
+"$docs_kes" completion bash >"$DOCS/completions/kes"
+"$docs_kes" completion zsh >"$DOCS/completions/_kes"
+"$docs_kes" completion fish >"$DOCS/completions/kes.fish"
+
+# 6. Per target: the .deb and the .rpm from the one asset list in Cargo.toml, and the
+#    SBOM.
+for target in $TARGETS; do
+    target_setup "$target"
+    bin=$TARGET_DIR/$target/release/kes
+    rm -rf "$TARGET_DIR/$target/release/man" "$TARGET_DIR/$target/release/completions"
+    cp -R "$DOCS/man" "$DOCS/completions" "$TARGET_DIR/$target/release/"
 
     say "cargo deb --target $target"
     cargo deb --target "$target" --no-build --no-strip --quiet --maintainer "$MAINTAINER" \
         --output "$OUT/" >/dev/null
     # cargo-generate-rpm lowers file times later than SOURCE_DATE_EPOCH to it and keeps
-    # earlier ones: move every asset (the one list in Cargo.toml) to at least that time,
-    # so that all of them get exactly it, whenever the checkout was made.
+    # earlier ones: move every asset (the one list in Cargo.toml, globs expanded) to at
+    # least that time, so that all of them get exactly it, whenever the checkout was made.
     sed -n 's/^ *{ source = "\([^"]*\)".*/\1/p' Cargo.toml | while read -r asset; do
         case $asset in target/release/*) asset=$TARGET_DIR/$target/release/${asset#target/release/} ;; esac
-        [ "$(stat -c %Y "$asset")" -ge "$SOURCE_DATE_EPOCH" ] || touch -d "@$SOURCE_DATE_EPOCH" "$asset"
+        for file in $asset; do
+            [ -e "$file" ] || die "asset $file (Cargo.toml) is missing"
+            [ "$(stat -c %Y "$file")" -ge "$SOURCE_DATE_EPOCH" ] || touch -d "@$SOURCE_DATE_EPOCH" "$file"
+        done
     done
     say "cargo generate-rpm --target $target"
     cargo generate-rpm --target "$target" -s "vendor = \"$MAINTAINER\"" \
@@ -137,7 +174,7 @@ for target in $TARGETS; do
     find . -path ./target -prune -o -name "kes-$target.cdx.json" -exec rm -f {} +
 done
 
-# 5. Checksums of everything shipped.
+# 7. Checksums of everything shipped.
 (cd "$OUT" && LC_ALL=C sha256sum kes-* kes_* >SHA256SUMS)
 say "done:"
 ls -l "$OUT" >&2

@@ -139,7 +139,8 @@ reset_machine
 step "tools"
 missing=()
 for tool in rpm:rpm curl:curl openssl:openssl file:file strace:strace prlimit:util-linux \
-    runuser:util-linux useradd:passwd systemd-analyze:systemd; do
+    runuser:util-linux useradd:passwd systemd-analyze:systemd lintian:lintian rpmlint:rpmlint \
+    man:man-db; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -150,7 +151,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     }
 fi
-ok "rpm curl openssl file strace prlimit runuser useradd systemd-analyze"
+ok "rpm curl openssl file strace prlimit runuser useradd systemd-analyze lintian rpmlint man"
 
 step "build (packaging/build.sh)"
 t0=$(date +%s)
@@ -188,10 +189,16 @@ deb_list() {
 }
 rpm_list() { rpm -qlvp "$1" 2>/dev/null | awk '{ print $1, $3 "/" $4, $NF }' | sort -k3; }
 
+# The man pages the binary writes ("kes-key(1)" -> /usr/share/man/man1/kes-key.1.gz):
+# a command added to kes gets its page without an edit here.
+man_pages() { "$BIN" man | sed -n 's|^\(.*\)(\([0-9]\))$|/usr/share/man/man\2/\1.\2.gz|p'; }
+[ "$(man_pages | wc -l)" -ge 3 ] || fail "kes man lists no pages: $("$BIN" man)"
+
 step "deb contents"
 # cargo-deb records owners as numbers: 0/0 is root:root.
 deb_list "$DEB" >"$WORK/deb.list"
-cat >"$WORK/deb.expected" <<'EOF'
+{
+    cat <<'EOF'
 drwxr-xr-x 0/0 /etc
 drwxr-xr-x 0/0 /etc/kes
 -rw-r----- 0/0 /etc/kes/config.yml
@@ -203,16 +210,34 @@ drwxr-xr-x 0/0 /usr/lib/systemd
 drwxr-xr-x 0/0 /usr/lib/systemd/system
 -rw-r--r-- 0/0 /usr/lib/systemd/system/kes.service
 drwxr-xr-x 0/0 /usr/share
+drwxr-xr-x 0/0 /usr/share/bash-completion
+drwxr-xr-x 0/0 /usr/share/bash-completion/completions
+-rw-r--r-- 0/0 /usr/share/bash-completion/completions/kes
 drwxr-xr-x 0/0 /usr/share/doc
 drwxr-xr-x 0/0 /usr/share/doc/kes
 -rw-r--r-- 0/0 /usr/share/doc/kes/README.md
+-rw-r--r-- 0/0 /usr/share/doc/kes/changelog.Debian.gz
 -rw-r--r-- 0/0 /usr/share/doc/kes/copyright
+drwxr-xr-x 0/0 /usr/share/fish
+drwxr-xr-x 0/0 /usr/share/fish/vendor_completions.d
+-rw-r--r-- 0/0 /usr/share/fish/vendor_completions.d/kes.fish
 drwxr-xr-x 0/0 /usr/share/kes
 drwxr-xr-x 0/0 /usr/share/kes/grafana
 -rw-r--r-- 0/0 /usr/share/kes/grafana/kes-dashboard.json
 drwxr-xr-x 0/0 /usr/share/kes/prometheus
 -rw-r--r-- 0/0 /usr/share/kes/prometheus/kes-alerts.yml
+drwxr-xr-x 0/0 /usr/share/lintian
+drwxr-xr-x 0/0 /usr/share/lintian/overrides
+-rw-r--r-- 0/0 /usr/share/lintian/overrides/kes
+drwxr-xr-x 0/0 /usr/share/man
+drwxr-xr-x 0/0 /usr/share/man/man1
+drwxr-xr-x 0/0 /usr/share/man/man5
+drwxr-xr-x 0/0 /usr/share/zsh
+drwxr-xr-x 0/0 /usr/share/zsh/vendor-completions
+-rw-r--r-- 0/0 /usr/share/zsh/vendor-completions/_kes
 EOF
+    man_pages | sed 's|^|-rw-r--r-- 0/0 |'
+} | sort -k3 >"$WORK/deb.expected"
 check_list deb "$WORK/deb.list" "$WORK/deb.expected"
 [ "$(dpkg-deb -f "$DEB" Depends)" = passwd ] || fail "deb Depends: $(dpkg-deb -f "$DEB" Depends)"
 dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles >"$WORK/conffiles"
@@ -226,15 +251,21 @@ ok "Depends: passwd; conffile /etc/kes/config.yml; maintainer scripts parse"
 
 step "rpm contents"
 rpm_list "$RPM" >"$WORK/rpm.list"
-cat >"$WORK/rpm.expected" <<'EOF'
+{
+    cat <<'EOF'
 -rw-r----- root/kes /etc/kes/config.yml
 -rwxr-xr-x root/root /usr/bin/kes
 -rw-r--r-- root/root /usr/lib/systemd/system/kes.service
+-rw-r--r-- root/root /usr/share/bash-completion/completions/kes
 -rw-r--r-- root/root /usr/share/doc/kes/README.md
+-rw-r--r-- root/root /usr/share/fish/vendor_completions.d/kes.fish
 -rw-r--r-- root/root /usr/share/kes/grafana/kes-dashboard.json
 -rw-r--r-- root/root /usr/share/kes/prometheus/kes-alerts.yml
 -rw-r--r-- root/root /usr/share/licenses/kes/LICENSE
+-rw-r--r-- root/root /usr/share/zsh/site-functions/_kes
 EOF
+    man_pages | sed 's|^|-rw-r--r-- root/root |'
+} | sort -k3 >"$WORK/rpm.expected"
 check_list rpm "$WORK/rpm.list" "$WORK/rpm.expected"
 [ "$(rpm -qcp "$RPM" 2>/dev/null)" = /etc/kes/config.yml ] || fail "rpm config files: $(rpm -qcp "$RPM")"
 rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" 2>/dev/null | grep -qx 'cn /etc/kes/config.yml' ||
@@ -274,6 +305,23 @@ file "$WORK/arm64/usr/bin/kes" | grep -q 'ARM aarch64.*statically linked' ||
     fail "arm64 deb: /usr/bin/kes is $(file -b "$WORK/arm64/usr/bin/kes")"
 cmp -s "$WORK/arm64/usr/bin/kes" "$OUT/kes-aarch64-unknown-linux-musl" || fail "arm64 deb: not the built binary"
 ok "Architecture arm64 / aarch64; same file lists, control fields, maintainer scripts, scriptlets; static aarch64 binary"
+
+step "lintian and rpmlint: no errors (reasons for what is accepted: packaging/deb/lintian-overrides, packaging/rpm/rpmlint.toml)"
+for deb in "$DEB" "$DEB_ARM"; do
+    # Errors fail; warnings are reported. The log lists what was accepted and why
+    # (--show-overrides, whose exit status counts the overridden errors too).
+    lintian --show-overrides --tag-display-limit 0 "$deb" 2>/dev/null >"$WORK/lintian.log" || true
+    sed 's/^/    /' "$WORK/lintian.log"
+    lintian --fail-on error "$deb" >/dev/null 2>&1 || fail "lintian ${deb##*/}: $(grep '^E: ' "$WORK/lintian.log")"
+    ! grep -q '^E: ' "$WORK/lintian.log" || fail "lintian ${deb##*/}: $(grep '^E: ' "$WORK/lintian.log")"
+    ok "lintian ${deb##*/}: $(grep -c '^E: ' "$WORK/lintian.log") errors, $(grep -c '^W: ' "$WORK/lintian.log") warnings, $(grep -c '^O: ' "$WORK/lintian.log") overridden"
+done
+for rpm in "$RPM" "$RPM_ARM"; do
+    rpmlint --config packaging/rpm/rpmlint.toml "$rpm" >"$WORK/rpmlint.log" 2>&1 ||
+        fail "rpmlint ${rpm##*/}: $(cat "$WORK/rpmlint.log")"
+    sed 's/^/    /' "$WORK/rpmlint.log"
+    ok "rpmlint ${rpm##*/}: $(grep -o '[0-9]* errors, [0-9]* warnings' "$WORK/rpmlint.log" | tail -n1)"
+done
 
 step "SHA256SUMS and SBOMs"
 (cd "$OUT" && sha256sum --quiet -c SHA256SUMS) || fail "SHA256SUMS does not match the artefacts"
@@ -382,6 +430,34 @@ if command -v promtool >/dev/null; then
     promtool check rules /usr/share/kes/prometheus/kes-alerts.yml >"$WORK/promtool.log" 2>&1 ||
         fail "installed alert rules: $(cat "$WORK/promtool.log")"
     ok "promtool check rules /usr/share/kes/prometheus/kes-alerts.yml"
+fi
+
+step "man pages and completions: the installed kes's own"
+# From the package's files (dpkg may be told to skip /usr/share/man on small images).
+mkdir "$WORK/deb-root"
+dpkg-deb -x "$DEB" "$WORK/deb-root"
+for page in $(man_pages); do
+    name=${page##*/}
+    name=${name%.gz}
+    zcat "$WORK/deb-root$page" | cmp -s - <(kes man "${name%.*}") || fail "$page is not what kes writes"
+done
+for shell in bash:/usr/share/bash-completion/completions/kes zsh:/usr/share/zsh/vendor-completions/_kes \
+    fish:/usr/share/fish/vendor_completions.d/kes.fish; do
+    cmp -s "$WORK/deb-root${shell#*:}" <(kes completion "${shell%%:*}") || fail "${shell#*:} differs from kes completion ${shell%%:*}"
+done
+# shellcheck disable=SC2016 # expanded by the inner bash
+words=$(bash -c 'source "$1"; COMP_LINE="kes key "; COMP_POINT=${#COMP_LINE}; _kes; echo "${COMPREPLY[*]}"' \
+    sh "$WORK/deb-root/usr/share/bash-completion/completions/kes")
+[[ " $words " == *" create "* && " $words " == *" rotate "* ]] || fail "bash completion of 'kes key ': $words"
+ok "$(man_pages | wc -l) man pages and the bash, zsh and fish completions are what the installed kes writes"
+if [ -e /usr/share/man/man1/kes.1.gz ]; then
+    man -w kes | grep -qx /usr/share/man/man1/kes.1.gz || fail "man -w kes: $(man -w kes 2>&1)"
+    man -w 5 kes-config | grep -qx /usr/share/man/man5/kes-config.5.gz || fail "man -w 5 kes-config: $(man -w 5 kes-config 2>&1)"
+    MANWIDTH=80 man --warnings kes-key 2>"$WORK/man.log" | grep -q 'kes key create' || fail "man kes-key: $(cat "$WORK/man.log")"
+    [ ! -s "$WORK/man.log" ] || fail "man kes-key: $(cat "$WORK/man.log")"
+    ok "man kes, man 5 kes-config, man kes-key (no groff warnings)"
+else
+    echo "    SKIP: dpkg did not install /usr/share/man here (path-exclude in /etc/dpkg/dpkg.cfg.d)"
 fi
 
 step "systemd-analyze verify"

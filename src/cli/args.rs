@@ -85,6 +85,17 @@ impl Parsed {
     }
 }
 
+thread_local! {
+    /// The flag table of the last command on this thread that answered `--help`: the
+    /// parser's own list, which `doc::tree` compares with what the help text documents.
+    static HELP_FLAGS: std::cell::RefCell<Option<Vec<Flag>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Takes the flag table recorded by the last `--help` on this thread, if any.
+pub fn take_help_flags() -> Option<Vec<Flag>> {
+    HELP_FLAGS.with(|last| last.borrow_mut().take())
+}
+
 /// Parses `args` (without the command words themselves) for the command `command`
 /// (e.g. "kes key create"). `-h`/`--help` anywhere returns `Exit::Help(usage)`.
 pub fn parse(
@@ -111,7 +122,10 @@ pub fn parse(
                 parsed.positionals.push(value);
                 continue;
             }
-            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => return Err(Exit::Help(usage)),
+            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => {
+                HELP_FLAGS.with(|last| *last.borrow_mut() = Some(flags.to_vec()));
+                return Err(Exit::Help(usage));
+            }
             lexopt::Arg::Short(c) => flags
                 .iter()
                 .find(|f| f.short == Some(c))

@@ -14,6 +14,9 @@ use super::{Exit, Outcome};
 const USAGE: &str = "Usage:
     kes log [options]
 
+Commands:
+    trace                    The same for releases up to v0.18: 'kes log trace --type error'.
+
 Options:
     --audit                  Print audit logs. (default)
     --error                  Print error logs.

@@ -8,6 +8,7 @@ use std::ffi::OsString;
 
 pub mod args;
 pub mod client;
+pub mod doc;
 mod exit;
 pub mod identity;
 pub mod key;
@@ -49,6 +50,7 @@ Commands:
     survey                   Count a keystore's keys by the Go KES releases that read them.
     update                   Update the KES binary (not supported: use your package manager).
     tool                     Commands of older releases: 'kes tool identity new|of'.
+    completion               Print the shell completion script for bash, zsh or fish.
 
 Options:
     -v, --version            Print version information.
@@ -126,6 +128,9 @@ pub fn dispatch(args: Vec<OsString>) -> Outcome {
         "keystore" => keystore::run(rest),
         "migrate" => migrate::run(rest),
         "survey" => survey::run(rest),
+        "completion" => doc::completion::run(rest, dispatch),
+        // Not in the usage: the packages install the pages ('man kes').
+        "man" => doc::man::run(rest, dispatch),
         "update" => Err(Exit::Error(
             "'kes update' is not supported: install new releases with your package manager".into(),
         )),
@@ -135,7 +140,11 @@ pub fn dispatch(args: Vec<OsString>) -> Outcome {
         ))),
         "-v" | "--version" => output::print(&version_text()),
         "-h" | "--help" => Err(Exit::Help(USAGE)),
-        "--auto-completion" => Err(Exit::Error("shell auto-completion is not supported".into())),
+        "--auto-completion" => Err(Exit::Error(
+            "'kes --auto-completion' is not supported: 'kes completion bash|zsh|fish' prints \
+             the completion script (the packages install them)"
+                .into(),
+        )),
         flag if flag.starts_with('-') => Err(Exit::Error(format!(
             "unknown flag: {flag}. See 'kes --help'"
         ))),
@@ -283,8 +292,19 @@ mod tests {
     #[test]
     fn usage_lists_every_command() {
         for command in [
-            "server", "ls", "key", "policy", "identity", "log", "status", "metric", "migrate",
-            "survey", "update", "tool",
+            "server",
+            "ls",
+            "key",
+            "policy",
+            "identity",
+            "log",
+            "status",
+            "metric",
+            "migrate",
+            "survey",
+            "update",
+            "tool",
+            "completion",
         ] {
             assert!(
                 USAGE.contains(&format!("\n    {command} ")),

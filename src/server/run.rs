@@ -13,7 +13,8 @@ use crate::config::Config;
 use crate::state::{Live, State};
 use crate::tls::{self, ClientAuth};
 
-const USAGE: &str = "\
+/// `kes server --help`; also read by the man pages and completions (cli::doc).
+pub(crate) const USAGE: &str = "\
 Usage:
     kes server --config FILE [--addr IP:PORT] [--auth on|off]
     kes server --dev [--addr IP:PORT]

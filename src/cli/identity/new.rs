@@ -257,6 +257,7 @@ Options:
     --dns <DOMAIN>         Add <DOMAIN> as subject alternative name (SAN). Repeatable.
 
     -t, --time <DURATION>  Duration until the certificate will expire (default: 720h)
+    --expiry <DURATION>    The same as --time (the name 'kes identity new' uses)
     -f, --force            Overwrite the private key and/or certificate, if it exists
     -h, --help             Show list of command-line options
 
