@@ -184,12 +184,19 @@ class RssMeter:
 
     def run(self):
         while not self.done.wait(0.05):
+            self.sample()
+
+    def sample(self):
+        try:
             self.peak = max(self.peak, bench.rss_kb(self.pid))
+        except OSError:  # the process ended
+            self.done.set()
 
     def stop(self):
         self.done.set()
         self.thread.join()
-        return max(self.peak, bench.rss_kb(self.pid)) / 1024
+        self.sample()
+        return self.peak / 1024
 
 
 def hang(binary, work, ctm, latency_file):
