@@ -101,7 +101,9 @@ class Server:
             capture_output=True, text=True,
         )
         if not out.stdout.strip():
-            sys.exit(f"kes-bench failed: {out.stderr}")
+            self.log.seek(0)
+            tail = "".join(self.log.readlines()[-20:])
+            sys.exit(f"kes-bench failed: {out.stderr}\n{self.binary}'s log ends:\n{tail}")
         return json.loads(out.stdout)
 
 

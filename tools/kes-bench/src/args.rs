@@ -22,6 +22,9 @@ Options:
     --cacert FILE         CA certificate(s) to verify the server with (PEM)
     -k, --insecure        Do not verify the server's certificate
     --key-name NAME       Master key to use (default kes-bench); created if missing
+    --existing-key        The key exists: do not ask the server to create it (a create
+                          is a keystore call, which a server with a hanging keystore
+                          cannot answer)
     --op OP               generate | decrypt | create-delete (default generate)
     --connections N       Concurrent connections, one thread each (default 8)
     --duration D          Run for D (e.g. 10s, 500ms, 1m; default 10s)
@@ -73,6 +76,8 @@ pub(crate) struct Args {
     pub(crate) cacert: Option<PathBuf>,
     pub(crate) insecure: bool,
     pub(crate) key_name: String,
+    /// Skip the create before the run (`--existing-key`).
+    pub(crate) existing_key: bool,
     pub(crate) op: Op,
     pub(crate) connections: usize,
     pub(crate) duration: Duration,
@@ -138,6 +143,7 @@ pub(crate) fn parse_args_with(
         cacert: None,
         insecure: false,
         key_name: "kes-bench".into(),
+        existing_key: false,
         op: Op::Generate,
         connections: 8,
         duration: Duration::from_secs(10),
@@ -157,6 +163,7 @@ pub(crate) fn parse_args_with(
             Long("cacert") => a.cacert = Some(text(&mut p)?.into()),
             Short('k') | Long("insecure") => a.insecure = true,
             Long("key-name") => a.key_name = text(&mut p)?,
+            Long("existing-key") => a.existing_key = true,
             Long("op") => {
                 a.op = match text(&mut p)?.as_str() {
                     "generate" => Op::Generate,

@@ -315,16 +315,18 @@ pub(crate) fn prepare(t: &Target, a: &Args) -> Result<Work, String> {
     }
     // Create the key unless it exists. Servers answer an existing key with 400 (Go
     // KES: "key already exists") or 409; either is fine.
-    let path = format!("/v1/key/create/{}", a.key_name);
-    let resp = one_shot(t, "POST", &path, b"")?;
-    let exists = matches!(resp.status, 400 | 409) && error_message(&resp).contains("exist");
-    if resp.status != 200 && !exists {
-        return Err(format!(
-            "cannot create key '{}': HTTP {}: {}",
-            a.key_name,
-            resp.status,
-            error_message(&resp)
-        ));
+    if !a.existing_key {
+        let path = format!("/v1/key/create/{}", a.key_name);
+        let resp = one_shot(t, "POST", &path, b"")?;
+        let exists = matches!(resp.status, 400 | 409) && error_message(&resp).contains("exist");
+        if resp.status != 200 && !exists {
+            return Err(format!(
+                "cannot create key '{}': HTTP {}: {}",
+                a.key_name,
+                resp.status,
+                error_message(&resp)
+            ));
+        }
     }
     // Check that generate works, and for decrypt collect ciphertexts to replay.
     let wanted = if a.op == Op::Decrypt { 64 } else { 1 };
