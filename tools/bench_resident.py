@@ -27,6 +27,10 @@ Usage:
 Environment:
     LATENCIES="1 5 20" (ms)  CONNECTIONS="8 64"  OPS="generate decrypt"
     WORKERS=8  RUNS=1  DURATION=10s  BENCH=target/release/kes-bench
+    LOAD=loop (kes-bench --event-loop: one thread drives every connection, all opened
+    before the clock starts) or LOAD=threads (a thread per connection, as before
+    2026-12-08: on these 2 cores its wake-ups cost the machine about 0.2 core at
+    8,000 req/s, docs/BENCHMARKS.md)
     COMPARE=1  IK_TTL=5m  IK_MAX_USES=1000000  HANG=1
 
 Build first:
@@ -58,6 +62,7 @@ COMPARE = os.environ.get("COMPARE") == "1"
 HANG = os.environ.get("HANG") == "1"
 # The default limit of calls the event loops have in flight (kes server --cm-calls).
 CM_CALLS = 256
+LOAD = os.environ.get("LOAD", "loop")
 IK_TTL = os.environ.get("IK_TTL", "5m")
 IK_MAX_USES = os.environ.get("IK_MAX_USES", "1000000")
 
@@ -256,7 +261,8 @@ def measure(server, op, conns, key, duration=None, extra=()):
     rss = RssMeter(server.proc.pid)
     r = server.bench("--op", op, "--connections", str(conns),
                      "--duration", duration or DURATION, "--key-name", key,
-                     "--context", "bucket/object", *extra)
+                     "--context", "bucket/object", *extra,
+                     *(["--event-loop"] if LOAD == "loop" else []))
     cpu = meter.per_request(r["requests"])[0]
     return (r["throughput_rps"], r["latency_ms"]["p50"], r["latency_ms"]["p99"],
             r["errors"], cpu, rss.stop())
