@@ -20,12 +20,14 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener as MioListener, TcpStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{Inner, Reply, Route, handle, header, lock, reason, route_of};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+const TIMER: Token = Token(2);
 /// How often held requests look whether the hang is over (as the threads did).
 const HANG_POLL: Duration = Duration::from_millis(20);
 
@@ -51,9 +53,11 @@ impl NetLoop {
                     poll,
                     listener: MioListener::from_std(listener),
                     conns: HashMap::new(),
-                    next_token: 2,
+                    next_token: 3,
                     timers: BinaryHeap::new(),
+                    timer: Timer::new(),
                     held: Vec::new(),
+                    seed: 0x9E37_79B9_7F4A_7C15,
                 };
                 server.run(&flag);
                 server.close_all();
@@ -105,8 +109,12 @@ struct Server {
     next_token: usize,
     /// When each pending answer is due.
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Wakes the poll when the first of them is due.
+    timer: Timer,
     /// Requests read while hanging, with their route.
     held: Vec<(Token, Route, Request)>,
+    /// State of the latency jitter's random numbers.
+    seed: u64,
 }
 
 impl Server {
@@ -114,6 +122,10 @@ impl Server {
         self.poll
             .registry()
             .register(&mut self.listener, LISTENER, Interest::READABLE)
+            .unwrap();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&self.timer.fd), TIMER, Interest::READABLE)
             .unwrap();
         let mut events = Events::with_capacity(256);
         while !stop.load(Ordering::SeqCst) {
@@ -128,24 +140,22 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
+                    TIMER => self.timer.clear(),
                     token => self.ready(token),
                 }
             }
             self.fire_timers();
             self.release_held();
+            if let Some(Reverse((due, _))) = self.timers.peek() {
+                self.timer.arm(*due);
+            }
         }
     }
 
+    /// The answers' times are kept by the timer (a poll's own timeout is in whole
+    /// milliseconds, rounded up: answers would leave in bursts up to 1 ms late).
     fn timeout(&self) -> Option<Duration> {
-        let timer = self
-            .timers
-            .peek()
-            .map(|Reverse((due, _))| due.saturating_duration_since(Instant::now()));
-        let hang = (!self.held.is_empty()).then_some(HANG_POLL);
-        match (timer, hang) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        (!self.held.is_empty()).then_some(HANG_POLL)
     }
 
     fn accept(&mut self) {
@@ -252,8 +262,19 @@ impl Server {
         if latency == 0 {
             self.send(token);
         } else {
-            let due = Instant::now() + Duration::from_millis(latency);
+            let mut wait = Duration::from_millis(latency);
+            let jitter = inner.jitter_percent.load(Ordering::SeqCst);
+            if jitter > 0 {
+                // Uniform in ±jitter %: xorshift, seeded per loop.
+                self.seed ^= self.seed << 13;
+                self.seed ^= self.seed >> 7;
+                self.seed ^= self.seed << 17;
+                let unit = (self.seed >> 11) as f64 / (1u64 << 53) as f64;
+                wait = wait.mul_f64(1.0 + jitter as f64 / 100.0 * (2.0 * unit - 1.0));
+            }
+            let due = Instant::now() + wait;
             self.timers.push(Reverse((due, token.0)));
+            self.timer.arm(due);
         }
     }
 
@@ -457,4 +478,64 @@ fn encode(reply: &Reply) -> Vec<u8> {
         bytes.extend_from_slice(&reply.body);
     }
     bytes
+}
+
+/// A timerfd: wakes the poll at a time to the microsecond.
+struct Timer {
+    fd: std::os::fd::RawFd,
+    /// When it goes off next, if armed.
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        // SAFETY: a plain system call; the descriptor is checked and owned by `Timer`.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        assert!(fd >= 0, "timerfd_create: {}", io::Error::last_os_error());
+        Self { fd, armed: None }
+    }
+
+    /// Makes it go off at `due` unless it goes off sooner already.
+    fn arm(&mut self, due: Instant) {
+        if self.armed.is_some_and(|armed| armed <= due) {
+            return;
+        }
+        let wait = due
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_micros(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: wait.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec and `fd` our timerfd.
+        let rc = unsafe { libc::timerfd_settime(self.fd, 0, &spec, std::ptr::null_mut()) };
+        assert!(rc == 0, "timerfd_settime: {}", io::Error::last_os_error());
+        self.armed = Some(due);
+    }
+
+    /// It went off: reset it, so that it wakes the poll again when armed again.
+    fn clear(&mut self) {
+        let mut expirations = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into `expirations`.
+        let _ = unsafe { libc::read(self.fd, expirations.as_mut_ptr().cast(), 8) };
+        self.armed = None;
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is ours and closed once.
+        unsafe { libc::close(self.fd) };
+    }
 }

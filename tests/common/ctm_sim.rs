@@ -121,6 +121,8 @@ struct Inner {
     state: Mutex<State>,
     token_secs: AtomicU64,
     latency_ms: AtomicU64,
+    /// Each answer's latency varies by up to this many percent either way (0: none).
+    jitter_percent: AtomicU64,
     /// Requests being answered right now (handled, latency included), and the most seen.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -231,6 +233,7 @@ impl CtmSim {
             }),
             token_secs: AtomicU64::new(300),
             latency_ms: AtomicU64::new(0),
+            jitter_percent: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             fail_status: AtomicU32::new(0),
@@ -303,6 +306,14 @@ impl CtmSim {
         self.inner
             .latency_ms
             .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Makes each answer's latency vary uniformly by up to `percent` % either way, as a
+    /// real CipherTrust's does (Thales' own load sample: 12–33 ms).
+    pub fn set_latency_jitter(&self, percent: u64) {
+        self.inner
+            .jitter_percent
+            .store(percent.min(100), Ordering::SeqCst);
     }
 
     /// Answer every request with `status` (e.g. 500), or behave again with `None`.

@@ -36,6 +36,8 @@ Options:
                           loop instead of a thread each, all opened before the clock
                           starts (generate and decrypt): lighter on a machine that
                           the server shares
+    --stagger D           With --event-loop: the connections' first requests leave
+                          spread evenly over D (default 50ms), not all at once
     --context TEXT        Context (associated data) for generate and decrypt
     --json                Print the result as JSON
     -h, --help            Show this help
@@ -89,6 +91,7 @@ pub(crate) struct Args {
     pub(crate) warmup: Duration,
     pub(crate) new_connection: bool,
     pub(crate) event_loop: bool,
+    pub(crate) stagger: Duration,
     pub(crate) context: Option<String>,
     pub(crate) json: bool,
 }
@@ -156,6 +159,7 @@ pub(crate) fn parse_args_with(
         warmup: Duration::ZERO,
         new_connection: false,
         event_loop: false,
+        stagger: Duration::from_millis(50),
         context: None,
         json: false,
     };
@@ -197,6 +201,7 @@ pub(crate) fn parse_args_with(
             Long("warmup") => a.warmup = parse_duration(&text(&mut p)?)?,
             Long("new-connection") => a.new_connection = true,
             Long("event-loop") => a.event_loop = true,
+            Long("stagger") => a.stagger = parse_duration(&text(&mut p)?)?,
             Long("context") => a.context = Some(text(&mut p)?),
             Long("json") => a.json = true,
             Short('h') | Long("help") => return Ok(None),

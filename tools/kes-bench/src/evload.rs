@@ -33,13 +33,14 @@ struct Conn {
 }
 
 /// Runs the load: `connections` keep-alive connections for `duration` or until
-/// `requests` requests in total.
+/// `requests` requests in total, their first requests spread over `stagger`.
 pub(crate) fn run(
     t: &Target,
     work: &Work,
     connections: usize,
     duration: Duration,
     requests: Option<u64>,
+    stagger: Duration,
 ) -> Result<Report, String> {
     let requests_of = requests_of(t, work);
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
@@ -59,26 +60,41 @@ pub(crate) fn run(
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut ok = 0;
     let mut out = 0;
-    for (i, conn) in conns.iter_mut().enumerate() {
-        if budget == 0 {
-            break;
-        }
-        budget -= 1;
-        match conn.send(&requests_of[(conn.seq + i) % requests_of.len()]) {
-            Ok(()) => out += 1,
-            Err(e) => *errors.entry(io_kind(&e)).or_insert(0) += 1,
-        }
-    }
-
+    // The first requests leave spread evenly over `stagger`, as independent clients'
+    // would: sent at once against a server whose latency never varies (the CipherTrust
+    // stand-in), they would move as one convoy for the whole run, the CPU idle while it
+    // waits and overrun when it returns.
+    let count = conns.len().max(1) as f64;
+    let mut unstarted = 0..conns.len();
+    let start_of = |i: usize| start + stagger.mul_f64(i as f64 / count);
     let mut events = Events::with_capacity(1024);
-    while out > 0 {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(30))) {
+    while out > 0 || !unstarted.is_empty() {
+        let now = Instant::now();
+        while let Some(i) = unstarted.clone().next().filter(|&i| start_of(i) <= now) {
+            unstarted.next();
+            if budget == 0 || deadline.is_some_and(|d| now >= d) {
+                unstarted = 0..0;
+                break;
+            }
+            budget -= 1;
+            let conn = &mut conns[i];
+            match conn.send(&requests_of[(conn.seq + i) % requests_of.len()]) {
+                Ok(()) => out += 1,
+                Err(e) => *errors.entry(io_kind(&e)).or_insert(0) += 1,
+            }
+        }
+        let timeout = match unstarted.clone().next() {
+            Some(i) => start_of(i).saturating_duration_since(now),
+            None if out == 0 => break,
+            None => Duration::from_secs(30),
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(format!("poll: {e}"));
         }
-        if events.is_empty() {
+        if events.is_empty() && unstarted.is_empty() {
             *errors.entry("no answer within 30 s".into()).or_insert(0) += out;
             break;
         }

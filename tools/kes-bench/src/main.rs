@@ -89,9 +89,16 @@ fn run(a: Args) -> Result<u64, String> {
     });
     if a.event_loop {
         if !a.warmup.is_zero() {
-            evload::run(&target, &work, a.connections, a.warmup, None)?;
+            evload::run(&target, &work, a.connections, a.warmup, None, a.stagger)?;
         }
-        let report = evload::run(&target, &work, a.connections, a.duration, a.requests)?;
+        let report = evload::run(
+            &target,
+            &work,
+            a.connections,
+            a.duration,
+            a.requests,
+            a.stagger,
+        )?;
         print_report(&a, &report);
         return Ok(report.errors.values().sum());
     }
