@@ -26,7 +26,8 @@ Options:
                           is a keystore call, which a server with a hanging keystore
                           cannot answer)
     --op OP               generate | decrypt | create-delete (default generate)
-    --connections N       Concurrent connections, one thread each (default 8)
+    --connections N       Concurrent connections, a thread each unless --event-loop
+                          (default 8)
     --duration D          Run for D (e.g. 10s, 500ms, 1m; default 10s)
     --requests N          Stop after N requests in total instead
     --warmup D            Unmeasured run before the measured one (default 0s)
