@@ -5,7 +5,8 @@
 //! `CTM_SIM_INFO=FILE` (required): the helper writes `endpoint`, CA file and refresh
 //! token there, one a line, and runs until the file is removed. `CTM_SIM_LATENCY=FILE`:
 //! milliseconds of latency per request, read again every 100 ms (so one helper serves
-//! several latencies).
+//! several latencies). `CTM_SIM_JITTER=P`: each answer's latency varies uniformly by up
+//! to P % either way.
 
 #[path = "common/ctm_sim.rs"]
 mod ctm_sim;
@@ -21,6 +22,12 @@ fn ctm_sim_server() {
     let info = PathBuf::from(std::env::var_os("CTM_SIM_INFO").expect("CTM_SIM_INFO=FILE"));
     let latency_file = std::env::var_os("CTM_SIM_LATENCY").map(PathBuf::from);
     let sim = CtmSim::start();
+    if let Some(percent) = std::env::var("CTM_SIM_JITTER")
+        .ok()
+        .and_then(|j| j.parse().ok())
+    {
+        sim.set_latency_jitter(percent);
+    }
     let text = format!(
         "{}\n{}\n{REFRESH_TOKEN}\n",
         sim.endpoint(),

@@ -27,6 +27,14 @@ Usage:
 Environment:
     LATENCIES="1 5 20" (ms)  CONNECTIONS="8 64"  OPS="generate decrypt"
     WORKERS=8  RUNS=1  DURATION=10s  BENCH=target/release/kes-bench
+    JITTER=25: each stand-in answer's latency varies uniformly by up to that many
+    percent either way (a real CM's does: 12-33 ms in Thales' own load sample); with
+    JITTER=0 a closed loop against a latency that never varies gathers its requests
+    into one convoy (docs/BENCHMARKS.md)
+    LOAD=loop (kes-bench --event-loop: one thread drives every connection, all opened
+    before the clock starts) or LOAD=threads (a thread per connection, as before
+    2026-12-08: on these 2 cores its wake-ups cost the machine about 0.2 core at
+    8,000 req/s, docs/BENCHMARKS.md)
     COMPARE=1  IK_TTL=5m  IK_MAX_USES=1000000  HANG=1
 
 Build first:
@@ -58,6 +66,7 @@ COMPARE = os.environ.get("COMPARE") == "1"
 HANG = os.environ.get("HANG") == "1"
 # The default limit of calls the event loops have in flight (kes server --cm-calls).
 CM_CALLS = 256
+LOAD = os.environ.get("LOAD", "loop")
 IK_TTL = os.environ.get("IK_TTL", "5m")
 IK_MAX_USES = os.environ.get("IK_MAX_USES", "1000000")
 
@@ -115,11 +124,14 @@ def main():
     latency_file = os.path.join(work, "ctm.latency")
     with open(latency_file, "w") as f:
         f.write("0")
-    env = dict(os.environ, CTM_SIM_INFO=info, CTM_SIM_LATENCY=latency_file)
+    env = dict(os.environ, CTM_SIM_INFO=info, CTM_SIM_LATENCY=latency_file,
+               CTM_SIM_JITTER=os.environ.get("JITTER", "25"))
     sim = subprocess.Popen(
         [helper, "--ignored", "--exact", "ctm_sim_server", "--nocapture"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    global SIM_PID
+    SIM_PID = sim.pid
     servers = []
     try:
         for _ in range(200):
@@ -137,30 +149,33 @@ def main():
             server.start()
             servers.append(server)
             print(f"kes {binary} (--workers {WORKERS}) at {server.url}")
-        print(f"stand-in at {ctm[0]}; {RUNS} run(s) of {DURATION} per point and binary, "
-              f"alternating; ceiling = min({CM_CALLS}, conns) ÷ latency\n")
+        print(f"stand-in at {ctm[0]} (latency jitter ±{env['CTM_SIM_JITTER']} %); {RUNS} run(s) "
+              f"of {DURATION} per point and binary, alternating; load {LOAD}; "
+              f"ceiling = min({CM_CALLS}, conns) ÷ latency\n")
         print("| latency | op | conns | kes | req/s (runs) | % of ceiling "
-              "| p50 / p99 ms | errors | kes CPU µs/req | kes RSS MB |")
-        print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
+              "| p50 / p99 ms | errors | kes CPU µs/req | stand-in / kes-bench µs/req "
+              "| kes RSS MB |")
+        print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for latency in LATENCIES:
             with open(latency_file, "w") as f:
                 f.write(str(latency))
             time.sleep(0.5)
             for op in OPS:
                 for conns in CONNECTIONS:
-                    ceiling = min(CM_CALLS, conns) / (latency / 1000)
+                    ceiling = min(CM_CALLS, conns) / (max(latency, 0.001) / 1000)
                     runs = {i: [] for i in range(len(servers))}
                     for _ in range(RUNS):
                         for i, server in enumerate(servers):
                             runs[i].append(measure(server, op, conns, "resident-bench"))
                     for i, server in enumerate(servers):
                         rs = runs[i]
-                        med = [statistics.median(x[k] for x in rs) for k in range(6)]
+                        med = [statistics.median(x[k] for x in rs) for k in range(8)]
                         errors = sum(x[3] for x in rs)
                         print(f"| {latency} ms | {op} | {conns} | {os.path.basename(server.binary)} "
                               f"| **{med[0]:,.0f}** ({bench.fmt_runs([x[0] for x in rs])}) "
                               f"| {100 * med[0] / ceiling:.0f} % "
                               f"| {med[1]:.2f} / {med[2]:.2f} | {errors} | {med[4]:.0f} "
+                              f"| {med[6]:.0f} / {med[7]:.0f} "
                               f"| {max(x[5] for x in rs):.1f} |", flush=True)
     finally:
         for server in servers:
@@ -249,17 +264,23 @@ def hang(binary, work, ctm, latency_file):
         server.stop()
 
 
+SIM_PID = None
+
+
 def measure(server, op, conns, key, duration=None, extra=()):
     """One kes-bench run: (req/s, p50 ms, p99 ms, errors, kes CPU µs per request, kes's
-    largest RSS in MB)."""
+    largest RSS in MB, the stand-in's and kes-bench's CPU µs per request)."""
     meter = bench.CpuMeter(server)
+    sim0 = bench.server_cpu(SIM_PID)
     rss = RssMeter(server.proc.pid)
     r = server.bench("--op", op, "--connections", str(conns),
                      "--duration", duration or DURATION, "--key-name", key,
-                     "--context", "bucket/object", *extra)
-    cpu = meter.per_request(r["requests"])[0]
+                     "--context", "bucket/object", *extra,
+                     *(["--event-loop"] if LOAD == "loop" else []))
+    cpu, client = meter.per_request(r["requests"])
+    sim = (bench.server_cpu(SIM_PID) - sim0) / max(r["requests"], 1) * 1e6
     return (r["throughput_rps"], r["latency_ms"]["p50"], r["latency_ms"]["p99"],
-            r["errors"], cpu, rss.stop())
+            r["errors"], cpu, rss.stop(), sim, client)
 
 
 def compare(binary, work, ctm, latency_file):

@@ -6,6 +6,8 @@
 //! (`Content-Length`, `chunked`, or the connection's end), and anything else ends the
 //! connection after the answer.
 
+use std::io::Write as _;
+
 use zeroize::Zeroizing;
 
 use super::framing::{ChunkError, decode_chunked};
@@ -62,7 +64,8 @@ pub fn write_request(
             out.extend_from_slice(part.as_bytes());
         }
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    // Into the buffer itself: no allocation for the number.
+    let _ = write!(&mut *out, "Content-Length: {}\r\n\r\n", body.len());
     out.extend_from_slice(body);
     out
 }
@@ -96,27 +99,26 @@ pub fn read_answer(
             start += head_len;
             continue;
         }
-        let header = |name: &str| {
+        // Borrowed where the bytes are text (no allocation per header on the hot path).
+        let values = |name: &'static str| {
             head.headers
                 .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
-                .collect::<Vec<_>>()
+                .filter(move |h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value))
         };
-        let content_type = header("content-type")
-            .into_iter()
+        let content_type = values("content-type")
             .next()
+            .map(|v| v.trim().to_string())
             .unwrap_or_default();
         let close = head.version == Some(0)
-            || header("connection")
-                .iter()
+            || values("connection")
                 .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
         let body_start = start + head_len;
         let rest = &buf[body_start..];
-        let chunked = header("transfer-encoding")
-            .iter()
-            .any(|v| v.to_ascii_lowercase().contains("chunked"));
-        let lengths = header("content-length");
+        let chunked =
+            values("transfer-encoding").any(|v| v.to_ascii_lowercase().contains("chunked"));
+        let mut lengths = values("content-length");
+        let length = lengths.next();
         let answer = |body: Zeroizing<Vec<u8>>, close: bool| Answer {
             status,
             content_type: content_type.clone(),
@@ -147,8 +149,9 @@ pub fn read_answer(
                 ))),
             };
         }
-        if let Some(first) = lengths.first() {
-            if lengths.iter().any(|l| l != first) {
+        if let Some(first) = length {
+            let first = first.trim();
+            if lengths.any(|l| l.trim() != first) {
                 return Err(AnswerError("the answer has two Content-Lengths".into()));
             }
             let length: usize = first

@@ -20,17 +20,17 @@
 //!   strict mode ([`CtmSim::set_strict`]) accepts only the forms proven against a live
 //!   CipherTrust Manager; [`CryptoQuirk`]s give other plausible answers.
 //!
-//! One thread per connection; HTTP/1.1 with keep-alive; requests parsed with `httparse`.
+//! One thread serves every connection from a readiness loop (`ctm_net.rs`); HTTP/1.1 with
+//! keep-alive; requests parsed with `httparse`.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -38,6 +38,8 @@ use serde_json::{Value, json};
 
 #[path = "ctm_keys.rs"]
 mod keys;
+#[path = "ctm_net.rs"]
+mod net;
 
 #[allow(unused_imports)]
 pub use keys::CryptoQuirk;
@@ -108,14 +110,10 @@ pub enum ListQuirk {
 pub struct CtmSim {
     inner: Arc<Inner>,
     port: u16,
-    acceptor: Mutex<Option<Acceptor>>,
+    /// The loop serving connections while the stand-in is up.
+    server: Mutex<Option<net::NetLoop>>,
     dir: PathBuf,
     ca_file: PathBuf,
-}
-
-struct Acceptor {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
 }
 
 struct Inner {
@@ -123,6 +121,8 @@ struct Inner {
     state: Mutex<State>,
     token_secs: AtomicU64,
     latency_ms: AtomicU64,
+    /// Each answer's latency varies by up to this many percent either way (0: none).
+    jitter_percent: AtomicU64,
     /// Requests being answered right now (handled, latency included), and the most seen.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -139,7 +139,7 @@ struct Inner {
     held: Mutex<HashMap<Route, u64>>,
     up: AtomicBool,
     counts: Mutex<HashMap<Route, u64>>,
-    connections: Mutex<HashMap<u64, TcpStream>>,
+    /// TCP connections accepted so far.
     next_connection: AtomicU64,
 }
 
@@ -233,6 +233,7 @@ impl CtmSim {
             }),
             token_secs: AtomicU64::new(300),
             latency_ms: AtomicU64::new(0),
+            jitter_percent: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             fail_status: AtomicU32::new(0),
@@ -242,7 +243,6 @@ impl CtmSim {
             held: Mutex::new(HashMap::new()),
             up: AtomicBool::new(false),
             counts: Mutex::new(HashMap::new()),
-            connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -250,7 +250,7 @@ impl CtmSim {
         let sim = CtmSim {
             inner,
             port,
-            acceptor: Mutex::new(None),
+            server: Mutex::new(None),
             dir,
             ca_file,
         };
@@ -306,6 +306,14 @@ impl CtmSim {
         self.inner
             .latency_ms
             .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Makes each answer's latency vary uniformly by up to `percent` % either way, as a
+    /// real CipherTrust's does (Thales' own load sample: 12–33 ms).
+    pub fn set_latency_jitter(&self, percent: u64) {
+        self.inner
+            .jitter_percent
+            .store(percent.min(100), Ordering::SeqCst);
     }
 
     /// Answer every request with `status` (e.g. 500), or behave again with `None`.
@@ -449,22 +457,16 @@ impl CtmSim {
     /// Stops answering: closes the listener (connections are refused) and cuts every open
     /// connection. Data and tokens are kept for [`CtmSim::come_up`].
     pub fn go_down(&self) {
-        let acceptor = lock(&self.acceptor).take();
+        let server = lock(&self.server).take();
         self.inner.up.store(false, Ordering::SeqCst);
-        if let Some(acceptor) = acceptor {
-            acceptor.stop.store(true, Ordering::SeqCst);
-            // Wake the blocking accept so that the thread sees the flag and drops the listener.
-            let _ = TcpStream::connect(("127.0.0.1", self.port));
-            acceptor.thread.join().unwrap();
-        }
-        for (_, stream) in lock(&self.inner.connections).drain() {
-            let _ = stream.shutdown(Shutdown::Both);
+        if let Some(server) = server {
+            server.stop();
         }
     }
 
     /// Listens again on the same port.
     pub fn come_up(&self) {
-        if lock(&self.acceptor).is_some() {
+        if lock(&self.server).is_some() {
             return;
         }
         let mut tries = 0;
@@ -483,29 +485,9 @@ impl CtmSim {
     }
 
     fn listen(&self, listener: TcpListener) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let inner = Arc::clone(&self.inner);
-        let stop_flag = Arc::clone(&stop);
         self.inner.up.store(true, Ordering::SeqCst);
-        let thread = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop_flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let id = inner.next_connection.fetch_add(1, Ordering::SeqCst);
-                let Ok(clone) = stream.try_clone() else {
-                    continue;
-                };
-                lock(&inner.connections).insert(id, clone);
-                let inner = Arc::clone(&inner);
-                thread::spawn(move || {
-                    serve_connection(&inner, stream);
-                    lock(&inner.connections).remove(&id);
-                });
-            }
-        });
-        *lock(&self.acceptor) = Some(Acceptor { stop, thread });
+        let server = net::NetLoop::start(Arc::clone(&self.inner), listener);
+        *lock(&self.server) = Some(server);
     }
 }
 
@@ -558,124 +540,11 @@ fn make_tls(san: bool) -> (String, Arc<rustls::ServerConfig>) {
     (ca.pem(), Arc::new(config))
 }
 
-fn serve_connection(inner: &Inner, tcp: TcpStream) {
-    let Ok(conn) = rustls::ServerConnection::new(Arc::clone(&inner.tls)) else {
-        return;
-    };
-    let mut stream = rustls::StreamOwned::new(conn, tcp);
-    let mut buffer: Vec<u8> = Vec::new();
-    loop {
-        let Some((head_len, method, target, headers)) = read_head(&mut stream, &mut buffer) else {
-            return;
-        };
-        let content_length = header(&headers, "content-length")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        while buffer.len() < head_len + content_length {
-            let mut chunk = [0u8; 8192];
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: Vec<u8> = buffer[head_len..head_len + content_length].to_vec();
-        buffer.drain(..head_len + content_length);
-
-        if inner.hang.load(Ordering::SeqCst) {
-            let route = route_of(&method, target.split('?').next().unwrap_or_default());
-            *lock(&inner.held).entry(route).or_insert(0) += 1;
-            while inner.hang.load(Ordering::SeqCst) && inner.up.load(Ordering::SeqCst) {
-                thread::sleep(Duration::from_millis(20));
-            }
-            *lock(&inner.held).entry(route).or_insert(1) -= 1;
-        }
-        if !inner.up.load(Ordering::SeqCst) {
-            return;
-        }
-        let now_in_flight = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        inner
-            .max_in_flight
-            .fetch_max(now_in_flight, Ordering::SeqCst);
-        let reply = handle(inner, &method, &target, &headers, &body);
-        let latency = inner.latency_ms.load(Ordering::SeqCst);
-        if latency > 0 {
-            thread::sleep(Duration::from_millis(latency));
-        }
-        inner.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !inner.up.load(Ordering::SeqCst) {
-            return;
-        }
-        if write_reply(&mut stream, &reply).is_err() {
-            return;
-        }
-        if header(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
-            stream.conn.send_close_notify();
-            let _ = stream.flush();
-            return;
-        }
-    }
-}
-
-type Head = (usize, String, String, Vec<(String, String)>);
-
-/// Reads until a complete request head is buffered; `None` when the connection ends.
-fn read_head(stream: &mut impl Read, buffer: &mut Vec<u8>) -> Option<Head> {
-    loop {
-        if !buffer.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut request = httparse::Request::new(&mut headers);
-            match request.parse(buffer) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let method = request.method?.to_string();
-                    let target = request.path?.to_string();
-                    let headers = request
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_ascii_lowercase(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect();
-                    return Some((len, method, target, headers));
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(_) => return None,
-            }
-        }
-        let mut chunk = [0u8; 8192];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
-}
-
-fn write_reply(stream: &mut impl Write, reply: &Reply) -> io::Result<()> {
-    let reason = reason(reply.status);
-    let mut out = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
-    if reply.status != 204 {
-        out.push_str(&format!(
-            "Content-Type: {}\r\nContent-Length: {}\r\n",
-            reply.content_type,
-            reply.body.len()
-        ));
-    }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    if reply.status != 204 {
-        bytes.extend_from_slice(&reply.body);
-    }
-    stream.write_all(&bytes)?;
-    stream.flush()
 }
 
 fn reason(status: u16) -> &'static str {

@@ -111,18 +111,19 @@ impl CipherTrust {
         answer: &Answer,
     ) -> Result<Encrypted, KeyStoreError> {
         let route = CmRoute::Encrypt;
-        let fields: EncryptAnswer =
+        let fields: EncryptAnswer<'_> =
             serde_json::from_slice(&answer.body).map_err(|err| self.unusable(route, name, err))?;
         let missing = |field: &str| self.unusable(route, name, format!("it lacks `{field}`"));
-        let decode = |field: &'static str, text: Option<String>| {
+        let decode = |field: &'static str, text: Option<Cow<'_, str>>| {
             let text = text.ok_or_else(|| missing(field))?;
-            B64.decode(text)
+            B64.decode(text.as_bytes())
                 .map_err(|_| self.unusable(route, name, format!("`{field}` is not base64")))
         };
         let id = fields
             .id
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| missing("id"))?;
+            .ok_or_else(|| missing("id"))?
+            .into_owned();
         let version = fields.version.ok_or_else(|| missing("version"))?;
         let sealed = Sealed {
             version,
@@ -297,18 +298,20 @@ struct EncryptRequest<'a> {
     aad: Option<&'a str>,
 }
 
+/// Borrowed from the answer's bytes where they need no unescaping (base64 never does):
+/// no allocation per field.
 #[derive(Deserialize)]
-struct EncryptAnswer {
-    #[serde(default)]
-    id: Option<String>,
+struct EncryptAnswer<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
     #[serde(default)]
     version: Option<u32>,
-    #[serde(default)]
-    iv: Option<String>,
-    #[serde(default)]
-    tag: Option<String>,
-    #[serde(default)]
-    ciphertext: Option<String>,
+    #[serde(borrow, default)]
+    iv: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tag: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    ciphertext: Option<Cow<'a, str>>,
 }
 
 /// Addressed by the version's id, without `type`, as the live-proven client sends it.

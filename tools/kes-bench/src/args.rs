@@ -26,12 +26,19 @@ Options:
                           is a keystore call, which a server with a hanging keystore
                           cannot answer)
     --op OP               generate | decrypt | create-delete (default generate)
-    --connections N       Concurrent connections, one thread each (default 8)
+    --connections N       Concurrent connections, a thread each unless --event-loop
+                          (default 8)
     --duration D          Run for D (e.g. 10s, 500ms, 1m; default 10s)
     --requests N          Stop after N requests in total instead
     --warmup D            Unmeasured run before the measured one (default 0s)
     --new-connection      A fresh TCP connection and full TLS handshake per request
                           (no session resumption): measures handshakes per second
+    --event-loop          Drive the keep-alive connections from one thread's event
+                          loop instead of a thread each, all opened before the clock
+                          starts (generate and decrypt): lighter on a machine that
+                          the server shares
+    --stagger D           With --event-loop: the connections' first requests leave
+                          spread evenly over D (default 50ms), not all at once
     --context TEXT        Context (associated data) for generate and decrypt
     --json                Print the result as JSON
     -h, --help            Show this help
@@ -84,6 +91,8 @@ pub(crate) struct Args {
     pub(crate) requests: Option<u64>,
     pub(crate) warmup: Duration,
     pub(crate) new_connection: bool,
+    pub(crate) event_loop: bool,
+    pub(crate) stagger: Duration,
     pub(crate) context: Option<String>,
     pub(crate) json: bool,
 }
@@ -150,6 +159,8 @@ pub(crate) fn parse_args_with(
         requests: None,
         warmup: Duration::ZERO,
         new_connection: false,
+        event_loop: false,
+        stagger: Duration::from_millis(50),
         context: None,
         json: false,
     };
@@ -190,6 +201,8 @@ pub(crate) fn parse_args_with(
             }
             Long("warmup") => a.warmup = parse_duration(&text(&mut p)?)?,
             Long("new-connection") => a.new_connection = true,
+            Long("event-loop") => a.event_loop = true,
+            Long("stagger") => a.stagger = parse_duration(&text(&mut p)?)?,
             Long("context") => a.context = Some(text(&mut p)?),
             Long("json") => a.json = true,
             Short('h') | Long("help") => return Ok(None),
@@ -205,6 +218,9 @@ pub(crate) fn parse_args_with(
                 }
             }
         }
+    }
+    if a.event_loop && (a.new_connection || a.op == Op::CreateDelete) {
+        return Err("--event-loop drives keep-alive generate or decrypt only".into());
     }
     if a.api_key.is_none() && (a.cert.is_none() || a.key.is_none()) {
         return Err("a client credential is needed: --cert FILE --key FILE, or --api-key".into());

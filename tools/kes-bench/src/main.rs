@@ -18,6 +18,7 @@ use tls::write_certs;
 
 mod args;
 mod conn;
+mod evload;
 mod flood;
 mod load;
 mod scenario;
@@ -86,6 +87,21 @@ fn run(a: Args) -> Result<u64, String> {
     } else {
         setup
     });
+    if a.event_loop {
+        if !a.warmup.is_zero() {
+            evload::run(&target, &work, a.connections, a.warmup, None, a.stagger)?;
+        }
+        let report = evload::run(
+            &target,
+            &work,
+            a.connections,
+            a.duration,
+            a.requests,
+            a.stagger,
+        )?;
+        print_report(&a, &report);
+        return Ok(report.errors.values().sum());
+    }
     if !a.warmup.is_zero() {
         run_load(
             &target,
