@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Applies what the platform permits and says clearly what it could not.
 pub fn harden() {
@@ -69,6 +69,21 @@ fn lock_memory() {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Appends `bytes` to a buffer of secrets. When it must grow, a new buffer is allocated
+/// and the old one wiped, never reallocated in place: a reallocation would leave the old
+/// copy in freed memory.
+pub fn extend_wiped(buf: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
+    let needed = buf.len() + bytes.len();
+    if needed > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(
+            (buf.capacity() * 2).max(needed).max(1024),
+        ));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(bytes);
 }
 
 /// A fixed number of equal slots in one mapping of its own: locked into RAM (`mlock`, so
@@ -194,6 +209,21 @@ impl Drop for LockedSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extend_wiped_appends_and_grows_into_a_new_buffer() {
+        let mut buf = Zeroizing::new(Vec::with_capacity(4));
+        extend_wiped(&mut buf, b"ab");
+        let first = buf.as_ptr();
+        assert_eq!((&buf[..], buf.capacity()), (&b"ab"[..], 4));
+        extend_wiped(&mut buf, b"cd");
+        assert_eq!((&buf[..], buf.as_ptr()), (&b"abcd"[..], first));
+        let long = vec![7u8; 3000];
+        extend_wiped(&mut buf, &long);
+        assert_eq!(&buf[..4], b"abcd");
+        assert_eq!(&buf[4..], &long[..]);
+        assert!(buf.capacity() >= 3004);
+    }
 
     #[test]
     fn slots_are_separate_bounded_and_wiped_when_given_back() {

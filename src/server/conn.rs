@@ -16,7 +16,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 use crate::api::Routed;
 use crate::api::ctx::Finish;
@@ -160,8 +160,9 @@ pub struct Conn {
     /// When the client's current turn before its first request began (see
     /// [`HEADER_TIMEOUT`]).
     client_turn: Instant,
-    /// Decrypted bytes not yet consumed by a request.
-    inbuf: Vec<u8>,
+    /// Decrypted bytes not yet consumed by a request: plaintexts and imported keys,
+    /// wiped when dropped and when it grows ([`crate::memory::extend_wiped`]).
+    inbuf: Zeroizing<Vec<u8>>,
     /// When the first byte of the current (incomplete) head arrived.
     head_started: Option<Instant>,
     pending: Option<Pending>,
@@ -191,8 +192,6 @@ pub struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // Request bytes carry plaintexts and imported keys.
-        self.inbuf.zeroize();
         self.gauges.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -222,7 +221,7 @@ impl Conn {
             peer,
             accepted,
             client_turn: accepted,
-            inbuf: Vec::new(),
+            inbuf: Zeroizing::new(Vec::new()),
             head_started: None,
             pending: None,
             ready: None,

@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 use super::short_read::ShortRead;
 use crate::http::client::read_answer;
 use crate::keystore::remote::{Call, Endpoint, Outcome};
+use crate::memory::extend_wiped;
 use crate::state::Gauges;
 
 /// Tokens of upstream connections in a loop's poll: this plus the connection's index.
@@ -423,17 +424,7 @@ impl Link {
                 }
                 Ok(plain) => {
                     let n = plain.len();
-                    if self.inbuf.len() + n > self.inbuf.capacity() {
-                        // Grown by hand, so that no unwiped copy is left behind.
-                        let mut bigger = Zeroizing::new(Vec::with_capacity(
-                            (self.inbuf.capacity() * 2)
-                                .max(self.inbuf.len() + n)
-                                .max(1024),
-                        ));
-                        bigger.extend_from_slice(&self.inbuf);
-                        self.inbuf = bigger;
-                    }
-                    self.inbuf.extend_from_slice(plain);
+                    extend_wiped(&mut self.inbuf, plain);
                     reader.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

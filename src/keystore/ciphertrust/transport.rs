@@ -358,8 +358,8 @@ impl std::io::Write for CountingWriter {
     }
 }
 
-/// Reads an answer body of at most `limit` bytes into a wiped buffer; the buffer is grown
-/// by hand so that no unwiped copy of key material is left behind by a reallocation.
+/// Reads an answer body of at most `limit` bytes into a wiped buffer, which grows without
+/// leaving an unwiped copy behind ([`crate::memory::extend_wiped`]).
 pub(super) fn read_answer(
     body: &mut ureq::Body,
     limit: u64,
@@ -375,13 +375,7 @@ pub(super) fn read_answer(
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),
         };
-        if out.len() + n > out.capacity() {
-            let mut bigger =
-                Zeroizing::new(Vec::with_capacity((out.capacity() * 2).max(out.len() + n)));
-            bigger.extend_from_slice(&out);
-            out = bigger;
-        }
-        out.extend_from_slice(&chunk[..n]);
+        crate::memory::extend_wiped(&mut out, &chunk[..n]);
     }
 }
 

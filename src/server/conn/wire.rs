@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::{Conn, LINGER_QUIET, READ_SLACK, Turn};
 use crate::http;
+use crate::memory::extend_wiped;
 use crate::server::short_read::ShortRead;
 
 impl Conn {
@@ -48,7 +49,7 @@ impl Conn {
                 }
                 Ok(plain) => {
                     let n = plain.len();
-                    self.inbuf.extend_from_slice(plain);
+                    extend_wiped(&mut self.inbuf, plain);
                     reader.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
