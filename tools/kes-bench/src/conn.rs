@@ -82,56 +82,34 @@ impl Conn {
         self.stream.sock
     }
 
+    /// The TLS connection and its socket, for a caller that drives them itself
+    /// (`--event-loop`).
+    pub(crate) fn into_parts(self) -> (ClientConnection, TcpStream) {
+        let StreamOwned { conn, sock } = self.stream;
+        (conn, sock)
+    }
+
     pub(crate) fn request(&mut self, request: &[u8]) -> io::Result<Response> {
         self.stream.write_all(request)?;
         self.stream.flush()?;
         loop {
-            if let Some((head_len, status, content_length, chunked, close)) = self.parse_head()? {
-                let body = if chunked {
-                    self.read_chunked(head_len)?
+            if let Some(head) = parse_head(&self.buf[..self.len])? {
+                let body = if head.chunked {
+                    self.read_chunked(head.len)?
                 } else {
-                    let n = content_length.unwrap_or(0);
-                    self.fill_to(head_len + n)?;
-                    let body = self.buf[head_len..head_len + n].to_vec();
-                    self.consume(head_len + n);
+                    let n = head.content_length.unwrap_or(0);
+                    self.fill_to(head.len + n)?;
+                    let body = self.buf[head.len..head.len + n].to_vec();
+                    self.consume(head.len + n);
                     body
                 };
                 return Ok(Response {
-                    status,
+                    status: head.status,
                     body,
-                    close,
+                    close: head.close,
                 });
             }
             self.read_more()?;
-        }
-    }
-
-    /// (head length, status, Content-Length, chunked, Connection: close)
-    #[allow(clippy::type_complexity)]
-    fn parse_head(&self) -> io::Result<Option<(usize, u16, Option<usize>, bool, bool)>> {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&self.buf[..self.len]) {
-            Ok(httparse::Status::Complete(n)) => {
-                let status = resp.code.unwrap_or(0);
-                let mut content_length = None;
-                let mut chunked = false;
-                let mut close = false;
-                for h in resp.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        content_length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok());
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        chunked = h.value.eq_ignore_ascii_case(b"chunked");
-                    } else if h.name.eq_ignore_ascii_case("connection") {
-                        close = h.value.eq_ignore_ascii_case(b"close");
-                    }
-                }
-                Ok(Some((n, status, content_length, chunked, close)))
-            }
-            Ok(httparse::Status::Partial) => Ok(None),
-            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
     }
 
@@ -199,6 +177,47 @@ impl Conn {
             }
         }
     }
+}
+
+/// An answer's head at the start of `bytes`: `None` until it is complete.
+pub(crate) struct Head {
+    pub(crate) len: usize,
+    pub(crate) status: u16,
+    pub(crate) content_length: Option<usize>,
+    pub(crate) chunked: bool,
+    /// `Connection: close`.
+    pub(crate) close: bool,
+}
+
+pub(crate) fn parse_head(bytes: &[u8]) -> io::Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    };
+    let mut head = Head {
+        len,
+        status: resp.code.unwrap_or(0),
+        content_length: None,
+        chunked: false,
+        close: false,
+    };
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length"))?;
+            head.content_length = Some(length);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = h.value.eq_ignore_ascii_case(b"chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            head.close = h.value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    Ok(Some(head))
 }
 
 pub(crate) fn build_request(

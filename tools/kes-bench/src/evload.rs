@@ -12,15 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::TcpStream as StdTcpStream;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use rustls::ClientConnection;
 
-use crate::args::Op;
-use crate::conn::{Target, build_request};
+use crate::conn::{Conn as BlockingConn, Target, parse_head};
 use crate::load::{Report, Work, io_kind};
 
 struct Conn {
@@ -42,7 +40,7 @@ pub(crate) fn run(
     requests: Option<u64>,
     stagger: Duration,
 ) -> Result<Report, String> {
-    let requests_of = requests_of(t, work);
+    let requests_of = work.requests(t, false);
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
     let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
@@ -144,33 +142,9 @@ pub(crate) fn run(
     })
 }
 
-/// The requests a connection cycles through: the one generate, or the decrypts.
-fn requests_of(t: &Target, work: &Work) -> Vec<Vec<u8>> {
-    match work.op {
-        Op::Generate => {
-            let path = format!("/v1/key/generate/{}", work.key_name);
-            vec![build_request(t, "POST", &path, &work.generate_body, false)]
-        }
-        Op::Decrypt => {
-            let path = format!("/v1/key/decrypt/{}", work.key_name);
-            work.decrypt_bodies
-                .iter()
-                .map(|b| build_request(t, "POST", &path, b, false))
-                .collect()
-        }
-        Op::CreateDelete => unreachable!("--event-loop takes generate or decrypt"),
-    }
-}
-
 /// A connection with its TLS handshake done, then made non-blocking.
 fn open(t: &Target) -> io::Result<Conn> {
-    let mut tcp = StdTcpStream::connect_timeout(&t.addr, Duration::from_secs(10))?;
-    tcp.set_nodelay(true)?;
-    let mut tls =
-        ClientConnection::new(t.tls.clone(), t.server_name.clone()).map_err(io::Error::other)?;
-    while tls.is_handshaking() {
-        tls.complete_io(&mut tcp)?;
-    }
+    let (tls, tcp) = BlockingConn::open(t)?.into_parts();
     tcp.set_nonblocking(true)?;
     Ok(Conn {
         sock: TcpStream::from_std(tcp),
@@ -220,31 +194,19 @@ impl Conn {
                 }
             }
         }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(&self.input) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(io::Error::other(format!("bad answer: {e}"))),
+        let Some(head) = parse_head(&self.input)? else {
+            return Ok(None);
         };
-        let status = response.code.unwrap_or(0);
-        let mut content_length = 0;
-        for h in response.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                content_length = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| io::Error::other("bad Content-Length"))?;
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                return Err(io::Error::other(
-                    "--event-loop reads Content-Length answers only",
-                ));
-            }
+        if head.chunked {
+            return Err(io::Error::other(
+                "--event-loop reads Content-Length answers only",
+            ));
         }
-        if self.input.len() < head_len + content_length {
+        let end = head.len + head.content_length.unwrap_or(0);
+        if self.input.len() < end {
             return Ok(None);
         }
-        self.input.drain(..head_len + content_length);
-        Ok(Some(status))
+        self.input.drain(..end);
+        Ok(Some(head.status))
     }
 }

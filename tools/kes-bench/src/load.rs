@@ -23,6 +23,27 @@ pub(crate) struct Work {
     pub(crate) decrypt_bodies: Vec<Vec<u8>>,
 }
 
+impl Work {
+    /// The requests a connection cycles through, `(seq + id) % len`: the one generate, or
+    /// the decrypts. (create-delete makes its requests as it goes.)
+    pub(crate) fn requests(&self, t: &Target, close: bool) -> Vec<Vec<u8>> {
+        match self.op {
+            Op::Generate => {
+                let path = format!("/v1/key/generate/{}", self.key_name);
+                vec![build_request(t, "POST", &path, &self.generate_body, close)]
+            }
+            Op::Decrypt => {
+                let path = format!("/v1/key/decrypt/{}", self.key_name);
+                self.decrypt_bodies
+                    .iter()
+                    .map(|b| build_request(t, "POST", &path, b, close))
+                    .collect()
+            }
+            Op::CreateDelete => Vec::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Tally {
     pub(crate) ok: u64,
@@ -81,19 +102,11 @@ pub(crate) fn worker(
     let mut tally = Tally::default();
     let mut conn: Option<Conn> = None;
     let mut seq: u64 = 0;
-    let gen_path = format!("/v1/key/generate/{}", work.key_name);
-    let dec_path = format!("/v1/key/decrypt/{}", work.key_name);
-    let gen_req = build_request(t, "POST", &gen_path, &work.generate_body, new_connection);
-    let dec_reqs: Vec<Vec<u8>> = work
-        .decrypt_bodies
-        .iter()
-        .map(|b| build_request(t, "POST", &dec_path, b, new_connection))
-        .collect();
+    let requests = work.requests(t, new_connection);
     while stop.next() {
         let owned;
         let request: &[u8] = match work.op {
-            Op::Generate => &gen_req,
-            Op::Decrypt => &dec_reqs[(seq as usize + id) % dec_reqs.len()],
+            Op::Generate | Op::Decrypt => &requests[(seq as usize + id) % requests.len()],
             Op::CreateDelete => {
                 let name = format!("{}-{id}-{}", work.key_name, seq / 2);
                 owned = if seq % 2 == 0 {
