@@ -122,8 +122,7 @@ def main():
     work = tempfile.mkdtemp(prefix="kes-bench-resident-")
     info = os.path.join(work, "ctm.info")
     latency_file = os.path.join(work, "ctm.latency")
-    with open(latency_file, "w") as f:
-        f.write("0")
+    set_latency(latency_file, 0, settle=0)
     env = dict(os.environ, CTM_SIM_INFO=info, CTM_SIM_LATENCY=latency_file,
                CTM_SIM_JITTER=os.environ.get("JITTER", "25"))
     sim = subprocess.Popen(
@@ -157,9 +156,7 @@ def main():
               "| kes RSS MB |")
         print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for latency in LATENCIES:
-            with open(latency_file, "w") as f:
-                f.write(str(latency))
-            time.sleep(0.5)
+            set_latency(latency_file, latency)
             for op in OPS:
                 for conns in CONNECTIONS:
                     ceiling = min(CM_CALLS, conns) / (max(latency, 0.001) / 1000)
@@ -187,6 +184,14 @@ def main():
         except subprocess.TimeoutExpired:
             sim.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def set_latency(latency_file, ms, settle=0.5):
+    """Tells the stand-in its latency (it reads the file every 100 ms), then waits
+    `settle` seconds for it to take effect."""
+    with open(latency_file, "w") as f:
+        f.write(str(ms))
+    time.sleep(settle)
 
 
 class RssMeter:
@@ -231,13 +236,9 @@ def hang(binary, work, ctm, latency_file):
         measure(server, "generate", 8, "resident-bench", "1s")  # the resident key exists
         results = {"CipherTrust answers at once": [], "CipherTrust hangs, 256 resident clients wait": []}
         for _ in range(RUNS):
-            with open(latency_file, "w") as f:
-                f.write("0")
-            time.sleep(0.3)
+            set_latency(latency_file, 0, settle=0.3)
             results["CipherTrust answers at once"].append(measure(server, "generate", 8, "held-bench"))
-            with open(latency_file, "w") as f:
-                f.write("60000")
-            time.sleep(0.3)
+            set_latency(latency_file, 60000, settle=0.3)
             seconds = int(re.sub(r"\D", "", DURATION) or "10") + 3
             waiting = subprocess.Popen(
                 [bench.BENCH, "--server", server.url, *server.cred, "--op", "generate",
@@ -251,8 +252,7 @@ def hang(binary, work, ctm, latency_file):
                 measure(server, "generate", 8, "held-bench", extra=["--existing-key"]))
             waiting.kill()
             waiting.wait()
-        with open(latency_file, "w") as f:
-            f.write("0")
+        set_latency(latency_file, 0, settle=0)
         for case, rs in results.items():
             print(f"| {case} | **{statistics.median(x[0] for x in rs):,.0f}** "
                   f"({bench.fmt_runs([x[0] for x in rs])}) "
@@ -300,9 +300,7 @@ def compare(binary, work, ctm, latency_file):
               "| CPU µs/req held / IK |")
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for latency in LATENCIES:
-            with open(latency_file, "w") as f:
-                f.write(str(latency))
-            time.sleep(0.5)
+            set_latency(latency_file, latency)
             for op in OPS:
                 for conns in CONNECTIONS:
                     runs = {"held": [], "intermediate": []}
