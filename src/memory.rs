@@ -86,6 +86,17 @@ pub fn extend_wiped(buf: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
     buf.extend_from_slice(bytes);
 }
 
+/// Drops the first `n` bytes of a buffer of secrets, wiping the copies that moving the
+/// rest forward leaves behind in its spare capacity.
+pub fn drain_front_wiped(buf: &mut Vec<u8>, n: usize) {
+    buf.drain(..n);
+    let spare = buf.spare_capacity_mut();
+    let vacated = n.min(spare.len());
+    for byte in &mut spare[..vacated] {
+        byte.write(0);
+    }
+}
+
 /// A fixed number of equal slots in one mapping of its own: locked into RAM (`mlock`, so
 /// never written to swap) and left out of core dumps (`MADV_DONTDUMP`). A slot is wiped
 /// when it is given back. For keys that live long (intermediate keys) where
@@ -223,6 +234,16 @@ mod tests {
         assert_eq!(&buf[..4], b"abcd");
         assert_eq!(&buf[4..], &long[..]);
         assert!(buf.capacity() >= 3004);
+    }
+
+    #[test]
+    fn drain_front_wiped_leaves_no_copy_in_the_spare_capacity() {
+        let mut buf = b"secret-rest".to_vec();
+        drain_front_wiped(&mut buf, 7);
+        assert_eq!(&buf[..], b"rest");
+        // SAFETY: the bytes read are within the capacity, and were all written once.
+        let whole = unsafe { std::slice::from_raw_parts(buf.as_ptr(), 11) };
+        assert_eq!(&whole[4..], &[0u8; 7]);
     }
 
     #[test]

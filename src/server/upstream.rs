@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 use super::short_read::ShortRead;
 use crate::http::client::read_answer;
 use crate::keystore::remote::{Call, Endpoint, Outcome};
-use crate::memory::extend_wiped;
+use crate::memory::{drain_front_wiped, extend_wiped};
 use crate::state::Gauges;
 
 /// Tokens of upstream connections in a loop's poll: this plus the connection's index.
@@ -244,7 +244,7 @@ impl Upstream {
         }
         let answer = match read_answer(&link.inbuf, link.eof, ANSWER_LIMIT) {
             Ok(Some((answer, used))) => {
-                link.inbuf.drain(..used);
+                drain_front_wiped(&mut link.inbuf, used);
                 answer
             }
             Ok(None) => return,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{Conn, LINGER_QUIET, READ_SLACK, Turn};
 use crate::http;
-use crate::memory::extend_wiped;
+use crate::memory::{drain_front_wiped, extend_wiped};
 use crate::server::short_read::ShortRead;
 
 impl Conn {
@@ -62,15 +62,9 @@ impl Conn {
         }
     }
 
-    /// Drops the first `n` bytes of input, wiping the copies that moving the rest forward
-    /// leaves behind in the buffer's spare capacity.
+    /// Drops the first `n` bytes of input (wiping what moving the rest leaves behind).
     pub(super) fn consume_input(&mut self, n: usize) {
-        self.inbuf.drain(..n);
-        let spare = self.inbuf.spare_capacity_mut();
-        let vacated = n.min(spare.len());
-        for byte in &mut spare[..vacated] {
-            byte.write(0);
-        }
+        drain_front_wiped(&mut self.inbuf, n);
     }
 
     /// Reads and drops whatever the client sends, until it closes, pauses for
