@@ -160,6 +160,20 @@ pub fn credential(cert_path: &Path, key_path: &Path) -> Credential {
 }
 
 /// A free loopback port.
+/// The address in kes's banner: `… listening on https://ADDR` (`kes server`) or
+/// `address:   https://ADDR` (`kes server --dev`).
+fn listening_addr(stderr: &str) -> Option<SocketAddr> {
+    ["listening on https://", "address:   https://"]
+        .iter()
+        .find_map(|prefix| {
+            let rest = &stderr[stderr.find(prefix)? + prefix.len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+}
+
+/// A port free now, for a server that must be told its address before it starts; it may
+/// be taken before that server binds it (another socket can get it meanwhile), so prefer
+/// `--addr 127.0.0.1:0`, which [`Kes::spawn`] reads back from the banner.
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -181,7 +195,8 @@ impl Kes {
     }
 
     pub fn try_start(pki: &Pki, config: &Path, args: &[&str]) -> Result<Kes, String> {
-        let addr = free_addr();
+        // The kernel picks the port: no other socket can take it first.
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut cmd = Command::new(KES);
         cmd.arg("server")
             .arg("--config")
@@ -207,7 +222,13 @@ impl Kes {
                 std::thread::sleep(Duration::from_millis(50));
                 return Err(format!("exited with {status}: {}", stderr.lock().unwrap()));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            // Ready once it says where it listens (printed after binding); with port 0 in
+            // `addr` the kernel chose the port and the banner tells it. A successful connect
+            // proves less: on loopback, a connect to a port nobody listens on yet can pick
+            // that same port as its source and connect to itself.
+            let listening = listening_addr(&stderr.lock().unwrap());
+            if let Some(listening) = listening.filter(|l| addr.port() == 0 || *l == addr) {
+                let addr = listening;
                 return Ok(Kes {
                     child,
                     addr,

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::json;
 
-use crate::common::{Client, Credential, KES, Kes, Pki, Resp, free_addr};
+use crate::common::{Client, Credential, KES, Kes, Pki, Resp};
 use crate::ctm_sim::{CtmSim, REFRESH_TOKEN};
 
 /// How the CipherTrust stand-in answers.
@@ -102,7 +102,8 @@ impl Setup {
     }
 
     pub fn try_start(&self, config: &PathBuf, args: &[&str]) -> Result<Kes, String> {
-        let addr = free_addr();
+        // The kernel picks the port: no other socket can take it first.
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let mut cmd = Command::new(KES);
         cmd.arg("server")
             .arg("--config")
